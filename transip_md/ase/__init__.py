@@ -1,0 +1,5 @@
+"""ASE bridge: :class:`TransIPCalculator`."""
+
+from .calculator import TransIPCalculator
+
+__all__ = ["TransIPCalculator"]

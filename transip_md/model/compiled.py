@@ -1,0 +1,133 @@
+"""Export a TransIP network to a compiled model file and load it back (TorchScript + JSON, no pickle)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .config import TransIPConfig
+from .contract import FORMAT_NAME, FORMAT_VERSION, METADATA_FILE, ModelFileError, check_metadata
+from .transip import TransIP
+
+
+def build_metadata(model: TransIP, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metadata for ``model`` following the contract in :mod:`transip_md.model.contract`."""
+    cfg = model.config
+    refs = model.reference_energies.detach().to(torch.float64).cpu().tolist()
+    prov = {"transip_md_version": __version__, "created": datetime.datetime.now(datetime.UTC).isoformat()}
+    prov.update(provenance or {})
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "elements": list(cfg.elements),
+        "cutoff": cfg.cutoff,
+        "n_layers": cfg.n_layers,
+        "dtype": cfg.dtype,
+        "uses_charge_spin": cfg.use_charge_spin,
+        "reference_energies": {str(z): e for z, e in zip(cfg.elements, refs, strict=True)},
+        "config": cfg.to_dict(),
+        "provenance": prov,
+    }
+
+
+def export(model: TransIP, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Compile ``model`` with TorchScript and write it, with metadata, atomically to ``path``.
+
+    ``metadata`` entries are merged into provenance; the contract keys always come from the model.
+    """
+    path = Path(path)
+    meta = build_metadata(model, metadata)
+    model = model.eval()
+    scripted = torch.jit.script(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@dataclass
+class CompiledModel:
+    """A loaded model file: the TorchScript module plus its checked metadata."""
+
+    module: torch.jit.ScriptModule
+    metadata: dict[str, Any]
+    path: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def cutoff(self) -> float | None:
+        c = self.metadata["cutoff"]
+        return None if c is None else float(c)
+
+    @property
+    def is_local(self) -> bool:
+        return self.cutoff is not None
+
+    @property
+    def elements(self) -> list[int]:
+        return [int(z) for z in self.metadata["elements"]]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
+
+    @property
+    def config(self) -> TransIPConfig:
+        return TransIPConfig.from_dict(self.metadata["config"])
+
+    def sha256(self) -> str:
+        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+
+
+def load_compiled(path: str | os.PathLike, device: str | torch.device = "cpu") -> CompiledModel:
+    """Load a compiled model file; raise :class:`ModelFileError` naming the problem if it is not usable."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: model file not found")
+    if os.path.getsize(path) == 0:
+        raise ModelFileError(f"{path}: model file is empty")
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(path, map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError variants for foreign or truncated files
+        raise ModelFileError(
+            f"{path}: cannot be read as a TorchScript model file (truncated or foreign?): {str(exc).splitlines()[0]}"
+        ) from exc
+    raw = extra[METADATA_FILE]
+    if not raw:
+        raise ModelFileError(f"{path}: TorchScript file without transip-md metadata ({METADATA_FILE})")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: metadata is not valid JSON: {exc}") from exc
+    check_metadata(meta, path)
+    module.eval()
+    return CompiledModel(module=module, metadata=meta, path=path, device=torch.device(device))
+
+
+def random_model(
+    config: TransIPConfig, seed: int = 0, reference_energies: dict[int, float] | None = None
+) -> TransIP:
+    """A TransIP with random weights (smoke tests, benchmarks); reference energies in eV optional."""
+    torch.manual_seed(seed)
+    model = TransIP(config)
+    if reference_energies:
+        refs = np.array([reference_energies.get(z, 0.0) for z in config.elements], dtype=np.float64)
+        model.reference_energies.copy_(torch.from_numpy(refs))
+    return model

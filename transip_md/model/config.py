@@ -1,0 +1,67 @@
+"""Hyper-parameters of the TransIP network (lengths in Å)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SUPPORTED_DTYPES = ("float32", "float64")
+
+
+@dataclass
+class TransIPConfig:
+    """Architecture of one TransIP model.
+
+    ``cutoff=None`` selects the global mode (all-pairs attention over a whole molecule, isolated
+    molecules only); a float selects the strictly local mode with that cutoff in Å.
+    """
+
+    elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    cutoff: float | None = None
+    n_rbf: int = 16
+    #: Largest pair distance the radial basis resolves, Å (default: 2 x cutoff, or 12 Å globally).
+    rbf_max: float | None = None
+    #: Rotary frequencies per axis; each head needs 6 x n_rope_freqs dimensions.
+    n_rope_freqs: int = 2
+    rope_min_wavelength: float = 1.5
+    rope_max_wavelength: float = 24.0
+    mlp_ratio: int = 2
+    envelope_power: int = 4
+    use_charge_spin: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"dtype must be one of {SUPPORTED_DTYPES}, got {self.dtype!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if 6 * self.n_rope_freqs > self.d_model // self.n_heads:
+            raise ValueError(
+                f"head dimension {self.d_model // self.n_heads} is too small for "
+                f"{self.n_rope_freqs} rotary frequencies per axis (needs {6 * self.n_rope_freqs})"
+            )
+        if self.cutoff is not None and self.cutoff <= 0:
+            raise ValueError(f"cutoff must be positive (Å) or None, got {self.cutoff}")
+        if len(set(self.elements)) != len(self.elements) or not all(0 < z < 119 for z in self.elements):
+            raise ValueError(f"elements must be distinct atomic numbers 1..118, got {self.elements}")
+        self.elements = [int(z) for z in self.elements]
+
+    @property
+    def radial_max(self) -> float:
+        if self.rbf_max is not None:
+            return float(self.rbf_max)
+        return 2.0 * self.cutoff if self.cutoff is not None else 12.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransIPConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TransIP config keys: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,61 @@
+"""The compiled-model file contract: one TorchScript file with JSON metadata (no pickle).
+
+Metadata keys (``transip_metadata.json`` inside the file's ``_extra_files``):
+  format             "transip-md-model"
+  format_version     integer, FORMAT_VERSION for files this release writes
+  elements           atomic numbers the model knows, in embedding order
+  cutoff             Å, or null for a global (all-pairs, isolated molecules only) model
+  n_layers           number of Transformer blocks
+  dtype              "float32" or "float64" (parameters; energies always come back as float64)
+  uses_charge_spin   whether total charge and spin multiplicity condition the tokens
+  reference_energies {atomic number: eV} per-element reference energies added to each atom
+  config             the TransIPConfig the network was built from
+  provenance         free-form (data set hash, training config, transip-md version, date)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FORMAT_NAME = "transip-md-model"
+FORMAT_VERSION = 1
+METADATA_FILE = "transip_metadata.json"
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "elements",
+    "cutoff",
+    "n_layers",
+    "dtype",
+    "uses_charge_spin",
+    "reference_energies",
+    "config",
+)
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing, unreadable, foreign, or of a format this release does not understand."""
+
+
+def check_metadata(meta: Any, path: str) -> dict[str, Any]:
+    """Validate metadata read from ``path``; return it or raise :class:`ModelFileError`."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(
+            f"{path}: not a transip-md model file (metadata 'format' is not {FORMAT_NAME!r})"
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{path}: metadata has no integer 'format_version'")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} is newer than this transip-md understands "
+            f"({FORMAT_VERSION}); upgrade transip-md"
+        )
+    if version < 1:
+        raise ModelFileError(f"{path}: invalid model format version {version}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: model metadata lacks {missing}")
+    if meta["dtype"] not in ("float32", "float64"):
+        raise ModelFileError(f"{path}: unsupported dtype {meta['dtype']!r} in metadata")
+    return meta

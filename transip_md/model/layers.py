@@ -1,0 +1,107 @@
+"""Building blocks of the TransIP Transformer (TorchScript-scriptable). Lengths in Å."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class Rotary3D(nn.Module):
+    """3-D rotary position encoding.
+
+    Rotating queries by their token position p_a and keys by p_b makes q.k depend on p_b - p_a only,
+    so the encoding sees relative vectors (translation invariant) but their orientation too: it is
+    deliberately not rotation invariant (TransIP learns that symmetry from its training objective).
+    The first ``6 * n_freqs`` dimensions of each head are rotated, the rest pass through.
+    """
+
+    def __init__(self, n_freqs: int, min_wavelength: float, max_wavelength: float) -> None:
+        super().__init__()
+        wavelengths = torch.logspace(math.log10(min_wavelength), math.log10(max_wavelength), n_freqs)
+        omega = 2.0 * math.pi / wavelengths  # rad/Å
+        proj = torch.zeros(3, 3 * n_freqs)
+        for axis in range(3):
+            proj[axis, axis * n_freqs : (axis + 1) * n_freqs] = omega
+        self.register_buffer("proj", proj)
+        self.n_rot = 3 * n_freqs
+
+    def forward(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """cos and sin of the rotation angles for positions (..., 3) in Å -> (..., 3F) each."""
+        theta = pos @ self.proj.to(pos.dtype)
+        return torch.cos(theta), torch.sin(theta)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the leading 2 x 3F dimensions of x (S, H, L, Dh) with cos/sin (S, 1, L, 3F)."""
+    n = cos.shape[-1]
+    x1 = x[..., :n]
+    x2 = x[..., n : 2 * n]
+    rest = x[..., 2 * n :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
+
+
+class GaussianRBF(nn.Module):
+    """Gaussian radial basis on [0, r_max] Å."""
+
+    def __init__(self, n_rbf: int, r_max: float) -> None:
+        super().__init__()
+        self.register_buffer("centers", torch.linspace(0.0, r_max, n_rbf))
+        self.inv_width = float((n_rbf - 1) / r_max)
+
+    def forward(self, dist: Tensor) -> Tensor:
+        x = (dist.unsqueeze(-1) - self.centers.to(dist.dtype)) * self.inv_width
+        return torch.exp(-0.5 * x * x)
+
+
+def log_envelope(dist: Tensor, cutoff: float, power: int) -> Tensor:
+    """log of the smooth envelope (1 - (r/rc)^2)^p; -inf at and beyond the cutoff.
+
+    The envelope and its first p-1 derivatives vanish at rc, so attention weights (which are
+    multiplied by it) switch an edge off smoothly. Written to give finite gradients everywhere.
+    """
+    inside = dist < cutoff
+    safe = torch.where(inside, dist, torch.zeros_like(dist)) / cutoff
+    logw = power * torch.log1p(-safe * safe)
+    return torch.where(inside, logw, torch.full_like(dist, -math.inf))
+
+
+def safe_norm(vec: Tensor) -> Tensor:
+    """|vec| over the last axis with a zero (not NaN) gradient at the origin."""
+    d2 = (vec * vec).sum(-1)
+    nonzero = d2 > 0
+    d = torch.sqrt(torch.where(nonzero, d2, torch.ones_like(d2)))
+    return torch.where(nonzero, d, torch.zeros_like(d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm Transformer block: rotary multi-head attention with an additive bias, then MLP."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.norm_attn = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.SiLU(), nn.Linear(mlp_ratio * d_model, d_model)
+        )
+
+    def forward(self, h: Tensor, bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """h (S, L, d); bias (S, H, L, L) added to the scores (incl. -inf for masked keys)."""
+        s, length, d = h.shape
+        qkv = self.qkv(self.norm_attn(h)).view(s, length, 3, self.n_heads, self.head_dim)
+        q = qkv[:, :, 0].transpose(1, 2)
+        k = qkv[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
+        q = apply_rotary(q, cos, sin)
+        k = apply_rotary(k, cos, sin)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
+        att = torch.softmax(scores, dim=-1)
+        o = torch.matmul(att, v).transpose(1, 2).reshape(s, length, d)
+        h = h + self.out(o)
+        return h + self.mlp(self.norm_mlp(h))

@@ -1,0 +1,50 @@
+"""Measure how far a (non-equivariant) TransIP model is from SO(3) symmetry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from scipy.spatial.transform import Rotation
+
+from .compiled import CompiledModel
+from .evaluate import predict
+from .transip import TransIP
+
+
+def random_rotations(n: int, seed: int = 0) -> np.ndarray:
+    """n uniformly distributed rotation matrices (n, 3, 3)."""
+    return Rotation.random(n, random_state=seed).as_matrix()
+
+
+def symmetry_error(
+    model: CompiledModel | TransIP, atoms: Atoms, n_rotations: int = 16, seed: int = 0
+) -> dict[str, Any]:
+    """Spread of the energy and of rotated-back forces over random rotations of ``atoms``.
+
+    Each rotation R is applied about the centre of mass (and to the cell for periodic systems).
+    Returns ``energy_std_meV`` and ``energy_range_meV`` (spread of E(Rx)), ``force_rms_meV_per_A``
+    (RMS over rotations, atoms and components of R^T F(Rx) minus its mean over rotations) and
+    ``force_max_meV_per_A``. An exactly invariant model gives zeros.
+    """
+    charge = int(atoms.info.get("charge", 0))
+    spin = int(atoms.info.get("spin", 1))
+    centre = atoms.get_center_of_mass()
+    energies, forces_back = [], []
+    for rot in random_rotations(n_rotations, seed):
+        pos = (atoms.positions - centre) @ rot.T + centre
+        cell = np.asarray(atoms.cell) @ rot.T
+        pred = predict(model, atoms.numbers, pos, cell, atoms.pbc, charge, spin)
+        energies.append(pred.energy)
+        forces_back.append(pred.forces @ rot)  # R^T F for row vectors
+    e = np.array(energies)
+    f = np.array(forces_back)
+    dev = f - f.mean(axis=0, keepdims=True)
+    return {
+        "n_rotations": n_rotations,
+        "energy_std_meV": float(e.std() * 1000.0),
+        "energy_range_meV": float((e.max() - e.min()) * 1000.0),
+        "force_rms_meV_per_A": float(np.sqrt((dev**2).mean()) * 1000.0),
+        "force_max_meV_per_A": float(np.abs(dev).max() * 1000.0),
+    }

@@ -1,0 +1,215 @@
+"""The TransIP network: a plain (non-equivariant) Transformer over atoms, energies in eV, lengths in Å.
+
+Engine-facing contract (see docs/model-contract.md): ``forward(species, edge_index, edge_vec, charge,
+spin, batch, n_centers)`` takes atomic numbers (N,), edges i -> j as ``edge_index`` (2, E) with
+``edge_vec`` = r_j - r_i in Å (E, 3), the total charge and spin multiplicity of each structure (B,),
+the structure index of each atom (N,), and the number of leading atoms whose energies are wanted
+(-1: all). It returns per-atom energies in eV as float64. Forces are -dE/dx through ``edge_vec``.
+
+Two modes of the same blocks:
+* global (cutoff None): one token sequence per structure, every atom attends every other atom.
+  Needs all-pairs edges; token positions are taken relative to the structure's first atom.
+* local (finite cutoff): strictly local. Atom i's energy comes from the blocks applied to the tokens
+  {i} + {j : r_ij < rc} with positions relative to i (r_ij); every relative vector in the
+  neighbourhood is r_ik - r_ij. Attention to a neighbour token is weighted by the envelope of its
+  distance to the centre, so energies are smooth when atoms cross rc.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .config import TransIPConfig
+from .layers import GaussianRBF, Rotary3D, TransformerBlock, log_envelope, safe_norm
+
+
+class TransIP(nn.Module):
+    """TransIP potential. Build with a :class:`TransIPConfig`; see the module docstring for I/O."""
+
+    def __init__(self, config: TransIPConfig) -> None:
+        super().__init__()
+        self.config = config
+        n_el = len(config.elements)
+        self.is_local = config.cutoff is not None
+        self.cutoff = float(config.cutoff) if config.cutoff is not None else 0.0
+        self.envelope_power = int(config.envelope_power)
+        self.n_layers = int(config.n_layers)
+        self.n_heads = int(config.n_heads)
+        self.use_charge_spin = bool(config.use_charge_spin)
+        z_to_index = torch.full((119,), -1, dtype=torch.long)
+        for idx, z in enumerate(config.elements):
+            z_to_index[z] = idx
+        self.register_buffer("z_to_index", z_to_index)
+        self.register_buffer("elements", torch.tensor(config.elements, dtype=torch.long))
+        self.embed = nn.Embedding(n_el, config.d_model)
+        self.condition = nn.Sequential(
+            nn.Linear(2, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
+        )
+        self.rope = Rotary3D(config.n_rope_freqs, config.rope_min_wavelength, config.rope_max_wavelength)
+        self.rbf = GaussianRBF(config.n_rbf, config.radial_max)
+        # One radial bias per layer and head, computed once per pair for all blocks.
+        self.radial_bias = nn.Linear(config.n_rbf, config.n_layers * config.n_heads)
+        self.blocks = nn.ModuleList(
+            [
+                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio)
+                for _ in range(config.n_layers)
+            ]
+        )
+        self.norm_out = nn.LayerNorm(config.d_model)
+        self.head = nn.Sequential(
+            nn.Linear(config.d_model, config.d_model), nn.SiLU(), nn.Linear(config.d_model, 1)
+        )
+        # Energy normalisation (eV) and per-element reference energies (eV), float64.
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+        self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("reference_energies", torch.zeros(n_el, dtype=torch.float64))
+        if config.dtype == "float64":
+            self.double()
+
+    # ------------------------------------------------------------------ inputs -> token sequences
+    def _element_index(self, species: Tensor) -> Tensor:
+        if species.numel() > 0:
+            if bool((species < 0).any()) or bool((species > 118).any()):
+                raise RuntimeError("transip: atomic numbers must lie in 1..118")
+        idx = self.z_to_index[species]
+        if bool((idx < 0).any()):
+            bad = species[idx < 0][0]
+            raise RuntimeError(
+                "transip: element with atomic number " + str(int(bad)) + " is not in this model's elements"
+            )
+        return idx
+
+    def _local_sequences(
+        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Neighbourhood sequences: token 0 is the centre, then its neighbours (padded)."""
+        src = edge_index[0]
+        dst = edge_index[1]
+        n_edges = src.shape[0]
+        if n_edges > 0 and bool((src >= n_centers).any()):
+            raise RuntimeError("transip: local-mode edges must start at one of the n_centers atoms")
+        counts = torch.bincount(src, minlength=n_centers)
+        max_nb = int(counts.max()) if n_edges > 0 else 0
+        length = max_nb + 1
+        order = torch.argsort(src, stable=True)
+        src_s = src[order]
+        offsets = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n_edges, device=src.device) - offsets[src_s] + 1
+        vec_s = edge_vec[order]
+        pos = torch.zeros(n_centers, length, 3, dtype=edge_vec.dtype, device=edge_vec.device)
+        pos = pos.index_put((src_s, slot), vec_s)
+        tok = torch.zeros(n_centers, length, dtype=torch.long, device=src.device)
+        tok[:, 0] = elem[:n_centers]
+        tok = tok.index_put((src_s, slot), elem[dst[order]])
+        logw = torch.full((n_centers, length), -math.inf, dtype=edge_vec.dtype, device=edge_vec.device)
+        logw[:, 0] = 0.0
+        logw = logw.index_put((src_s, slot), log_envelope(safe_norm(vec_s), self.cutoff, self.envelope_power))
+        return tok, pos, logw
+
+    def _global_sequences(
+        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One sequence per structure; positions relative to each structure's first atom."""
+        n_atoms = elem.shape[0]
+        if n_atoms > 1 and bool((batch[1:] < batch[:-1]).any()):
+            raise RuntimeError("transip: atoms must be ordered by structure (batch must be sorted)")
+        counts = torch.bincount(batch, minlength=n_struct)
+        first = torch.cumsum(counts, 0) - counts
+        local = torch.arange(n_atoms, device=batch.device) - first[batch]
+        src = edge_index[0]
+        dst = edge_index[1]
+        from_first = src == first[batch[src]]
+        if int(from_first.sum()) != n_atoms - n_struct:
+            raise RuntimeError(
+                "transip: a global-mode (all-pairs) model needs every pair i != j of each structure as an edge"
+            )
+        atom_pos = torch.zeros(n_atoms, 3, dtype=edge_vec.dtype, device=edge_vec.device)
+        atom_pos = atom_pos.index_add(0, dst[from_first], edge_vec[from_first])
+        length = int(counts.max())
+        pos = torch.zeros(n_struct, length, 3, dtype=edge_vec.dtype, device=edge_vec.device)
+        pos = pos.index_put((batch, local), atom_pos)
+        tok = torch.zeros(n_struct, length, dtype=torch.long, device=batch.device)
+        tok = tok.index_put((batch, local), elem)
+        logw = torch.full((n_struct, length), -math.inf, dtype=edge_vec.dtype, device=edge_vec.device)
+        logw = logw.index_put(
+            (batch, local), torch.zeros(n_atoms, dtype=edge_vec.dtype, device=edge_vec.device)
+        )
+        return tok, pos, logw, local
+
+    # ------------------------------------------------------------------ the Transformer
+    def _encode(self, tok: Tensor, pos: Tensor, logw: Tensor, cond: Tensor) -> Tensor:
+        """Token features (S, L, d) from element indices, positions (Å), key log-weights, conditioning."""
+        s, length = tok.shape
+        h = self.embed(tok) + cond.unsqueeze(1)
+        rel = pos.unsqueeze(1) - pos.unsqueeze(2)  # rel[s, a, b] = p_b - p_a
+        bias = self.radial_bias(self.rbf(safe_norm(rel)))  # (S, L, L, layers * heads)
+        bias = bias.view(s, length, length, self.n_layers, self.n_heads).permute(3, 0, 4, 1, 2)
+        key_mask = logw.view(s, 1, 1, length)
+        cos, sin = self.rope(pos)
+        cos = cos.unsqueeze(1)
+        sin = sin.unsqueeze(1)
+        for layer, block in enumerate(self.blocks):
+            h = block(h, bias[layer] + key_mask, cos, sin)
+        return self.norm_out(h)
+
+    def _condition(self, charge: Tensor, spin: Tensor, dtype: torch.dtype) -> Tensor:
+        x = torch.stack([charge.to(dtype), spin.to(dtype) - 1.0], dim=-1)
+        if not self.use_charge_spin:
+            x = torch.zeros_like(x)
+        return self.condition(x)
+
+    @torch.jit.export
+    def atom_features(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+    ) -> Tensor:
+        """Final per-atom embeddings (n_centers, d_model) in the model dtype."""
+        dtype = self.embed.weight.dtype
+        edge_vec = edge_vec.to(dtype)
+        n_atoms = species.shape[0]
+        if n_centers < 0:
+            n_centers = n_atoms
+        elem = self._element_index(species)
+        n_struct = charge.shape[0]
+        cond = self._condition(charge, spin, dtype)
+        if self.is_local:
+            tok, pos, logw = self._local_sequences(elem, edge_index, edge_vec, n_centers)
+            h = self._encode(tok, pos, logw, cond[batch[:n_centers]])
+            return h[:, 0]
+        if n_centers != n_atoms:
+            raise RuntimeError("transip: a global-mode model computes every atom (n_centers must be -1 or N)")
+        tok, pos, logw, local = self._global_sequences(elem, edge_index, edge_vec, batch, n_struct)
+        h = self._encode(tok, pos, logw, cond)
+        return h[batch, local]
+
+    @torch.jit.export
+    def energies_from_features(self, features: Tensor, species: Tensor) -> Tensor:
+        """Per-atom energies in eV (float64) from atom features and atomic numbers of those atoms."""
+        elem = self.z_to_index[species]
+        raw = self.head(features).squeeze(-1).to(torch.float64)
+        scale = self.energy_scale.to(torch.float64)
+        shift = self.energy_shift.to(torch.float64)
+        return raw * scale + shift + self.reference_energies.to(torch.float64)[elem]
+
+    def forward(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+    ) -> Tensor:
+        """Per-atom energies (eV, float64) of the first n_centers atoms (-1: all)."""
+        features = self.atom_features(species, edge_index, edge_vec, charge, spin, batch, n_centers)
+        return self.energies_from_features(features, species[: features.shape[0]])
