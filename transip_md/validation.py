@@ -27,9 +27,7 @@ def check_elements(numbers: Sequence[int], known: Sequence[int]) -> None:
     for i, z in enumerate(np.asarray(numbers, dtype=int)):
         if int(z) not in known_set:
             allowed = ", ".join(symbol(k) for k in sorted(known_set))
-            raise InputError(
-                f"atom {i}: element {symbol(int(z))} is not supported by the model (knows {allowed})"
-            )
+            raise InputError(f"atom {i}: element {symbol(int(z))} is not supported by the model (knows {allowed})")
 
 
 def check_charge_spin(numbers: Sequence[int], charge: int, multiplicity: int) -> None:

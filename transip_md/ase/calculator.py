@@ -27,9 +27,7 @@ class TransIPCalculator(Calculator):
 
     def __init__(self, model_path: str | os.PathLike | CompiledModel, device: str = "cpu", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.model = (
-            model_path if isinstance(model_path, CompiledModel) else load_compiled(model_path, device)
-        )
+        self.model = model_path if isinstance(model_path, CompiledModel) else load_compiled(model_path, device)
         self.device = device
 
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:

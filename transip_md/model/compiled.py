@@ -121,9 +121,7 @@ def load_compiled(path: str | os.PathLike, device: str | torch.device = "cpu") -
     return CompiledModel(module=module, metadata=meta, path=path, device=torch.device(device))
 
 
-def random_model(
-    config: TransIPConfig, seed: int = 0, reference_energies: dict[int, float] | None = None
-) -> TransIP:
+def random_model(config: TransIPConfig, seed: int = 0, reference_energies: dict[int, float] | None = None) -> TransIP:
     """A TransIP with random weights (smoke tests, benchmarks); reference energies in eV optional."""
     torch.manual_seed(seed)
     model = TransIP(config)

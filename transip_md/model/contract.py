@@ -40,9 +40,7 @@ class ModelFileError(RuntimeError):
 def check_metadata(meta: Any, path: str) -> dict[str, Any]:
     """Validate metadata read from ``path``; return it or raise :class:`ModelFileError`."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ModelFileError(
-            f"{path}: not a transip-md model file (metadata 'format' is not {FORMAT_NAME!r})"
-        )
+        raise ModelFileError(f"{path}: not a transip-md model file (metadata 'format' is not {FORMAT_NAME!r})")
     version = meta.get("format_version")
     if not isinstance(version, int):
         raise ModelFileError(f"{path}: metadata has no integer 'format_version'")

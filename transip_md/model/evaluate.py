@@ -33,9 +33,7 @@ def _module(model: CompiledModel | TransIP) -> torch.nn.Module:
     return model.module if isinstance(model, CompiledModel) else model
 
 
-def topology(
-    model: CompiledModel | TransIP, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
-) -> EdgeTopology:
+def topology(model: CompiledModel | TransIP, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> EdgeTopology:
     """Edges the model needs: all pairs (global mode) or pairs within the cutoff (local mode)."""
     cutoff = model_cutoff(model)
     if cutoff is None:

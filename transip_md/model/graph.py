@@ -32,9 +32,7 @@ def all_pairs(n_atoms: int, offset: int = 0) -> EdgeTopology:
     idx = np.arange(n_atoms, dtype=np.int64)
     src, dst = np.meshgrid(idx, idx, indexing="ij")
     mask = src != dst
-    return EdgeTopology(
-        src[mask] + offset, dst[mask] + offset, np.zeros((int(mask.sum()), 3), dtype=np.int64)
-    )
+    return EdgeTopology(src[mask] + offset, dst[mask] + offset, np.zeros((int(mask.sum()), 3), dtype=np.int64))
 
 
 def cutoff_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> EdgeTopology:

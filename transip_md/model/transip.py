@@ -53,15 +53,10 @@ class TransIP(nn.Module):
         # One radial bias per layer and head, computed once per pair for all blocks.
         self.radial_bias = nn.Linear(config.n_rbf, config.n_layers * config.n_heads)
         self.blocks = nn.ModuleList(
-            [
-                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio)
-                for _ in range(config.n_layers)
-            ]
+            [TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers)]
         )
         self.norm_out = nn.LayerNorm(config.d_model)
-        self.head = nn.Sequential(
-            nn.Linear(config.d_model, config.d_model), nn.SiLU(), nn.Linear(config.d_model, 1)
-        )
+        self.head = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.SiLU(), nn.Linear(config.d_model, 1))
         # Energy normalisation (eV) and per-element reference energies (eV), float64.
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
@@ -134,9 +129,7 @@ class TransIP(nn.Module):
         tok = torch.zeros(n_struct, length, dtype=torch.long, device=batch.device)
         tok = tok.index_put((batch, local), elem)
         logw = torch.full((n_struct, length), -math.inf, dtype=edge_vec.dtype, device=edge_vec.device)
-        logw = logw.index_put(
-            (batch, local), torch.zeros(n_atoms, dtype=edge_vec.dtype, device=edge_vec.device)
-        )
+        logw = logw.index_put((batch, local), torch.zeros(n_atoms, dtype=edge_vec.dtype, device=edge_vec.device))
         return tok, pos, logw, local
 
     # ------------------------------------------------------------------ the Transformer

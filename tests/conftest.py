@@ -1,0 +1,60 @@
+"""Shared fixtures: small random-weight models written as compiled model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+from transip_md.model import TransIPConfig, export, random_model
+
+
+def make_model(cutoff: float | None, dtype: str = "float64", seed: int = 0, scale: float = 5.0, **kw):
+    """A random TransIP with a visible energy scale (eV) so forces are O(0.1-1) eV/Å."""
+    cfg = TransIPConfig(elements=[1, 6, 7, 8], cutoff=cutoff, dtype=dtype, d_model=32, n_heads=2, **kw)
+    model = random_model(cfg, seed=seed, reference_energies={1: -13.6, 6: -1029.0, 7: -1484.0, 8: -2041.0})
+    model.energy_scale.fill_(scale)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def global_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "global.pt"
+    export(make_model(None), path, {"purpose": "tests"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "local.pt"
+    export(make_model(4.0), path, {"purpose": "tests"})
+    return path
+
+
+def water_box(n: int = 2, spacing: float = 3.1, seed: int = 1) -> Atoms:
+    """A periodic box of n^3 rattled water molecules (Å)."""
+    rng = np.random.default_rng(seed)
+    box = Atoms(cell=[n * spacing] * 3, pbc=True)
+    w = molecule("H2O")
+    for i in range(n):
+        for j in range(n):
+            for k in range(n):
+                m = w.copy()
+                m.rotate(rng.uniform(0, 360), rng.normal(size=3))
+                m.translate(np.array([i, j, k]) * spacing + rng.uniform(0, 0.3, 3))
+                box += m
+    box.wrap()
+    return box
+
+
+def ethanol() -> Atoms:
+    a = molecule("CH3CH2OH")
+    a.rattle(0.05, seed=3)
+    return a
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)

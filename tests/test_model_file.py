@@ -1,0 +1,96 @@
+"""The compiled-model file contract: TorchScript + JSON metadata, clear errors for unusable files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import ethanol, make_model, water_box
+
+from transip_md.model import FORMAT_VERSION, ModelFileError, export, load_compiled, predict
+from transip_md.model.contract import METADATA_FILE
+
+
+@pytest.mark.parametrize("cutoff", [None, 4.0])
+def test_compiled_file_reproduces_eager_model_exactly(tmp_path, cutoff):
+    model = make_model(cutoff)
+    path = export(model, tmp_path / "m.pt", {"data_hash": "abc"})
+    compiled = load_compiled(path)
+    atoms = ethanol() if cutoff is None else water_box(2)
+    a = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2)
+    b = predict(compiled, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2)
+    assert a.energy == b.energy
+    np.testing.assert_array_equal(a.forces, b.forces)
+    np.testing.assert_array_equal(a.energies, b.energies)
+
+
+def test_metadata_round_trips(tmp_path):
+    model = make_model(4.0)
+    path = export(model, tmp_path / "m.pt", {"data_hash": "abc", "epochs": 3})
+    meta = load_compiled(path).metadata
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["elements"] == [1, 6, 7, 8]
+    assert meta["cutoff"] == 4.0
+    assert meta["n_layers"] == model.config.n_layers
+    assert meta["dtype"] == "float64"
+    assert meta["uses_charge_spin"] is True
+    assert meta["reference_energies"] == {"1": -13.6, "6": -1029.0, "7": -1484.0, "8": -2041.0}
+    assert meta["provenance"]["data_hash"] == "abc" and meta["provenance"]["epochs"] == 3
+    assert meta["config"] == model.config.to_dict()
+    assert load_compiled(path).config == model.config
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_compiled(tmp_path / "nope.pt")
+
+
+def test_empty_and_truncated_files(tmp_path):
+    good = export(make_model(None), tmp_path / "m.pt")
+    data = good.read_bytes()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty"):
+        load_compiled(tmp_path / "empty.pt")
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated or foreign"):
+        load_compiled(tmp_path / "cut.pt")
+
+
+def test_foreign_files(tmp_path):
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(ModelFileError, match="truncated or foreign"):
+        load_compiled(tmp_path / "text.pt")
+    plain = torch.jit.script(torch.nn.Linear(2, 2))
+    torch.jit.save(plain, str(tmp_path / "plain.pt"))
+    with pytest.raises(ModelFileError, match="without transip-md metadata"):
+        load_compiled(tmp_path / "plain.pt")
+    torch.jit.save(plain, str(tmp_path / "other.pt"), _extra_files={METADATA_FILE: json.dumps({"format": "x"})})
+    with pytest.raises(ModelFileError, match="not a transip-md model file"):
+        load_compiled(tmp_path / "other.pt")
+
+
+def test_newer_format_is_refused(tmp_path):
+    path = export(make_model(None), tmp_path / "m.pt")
+    extra = {METADATA_FILE: ""}
+    module = torch.jit.load(str(path), _extra_files=extra)
+    meta = json.loads(extra[METADATA_FILE])
+    meta["format_version"] = FORMAT_VERSION + 1
+    torch.jit.save(module, str(tmp_path / "new.pt"), _extra_files={METADATA_FILE: json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="newer than this transip-md"):
+        load_compiled(tmp_path / "new.pt")
+
+
+def test_model_file_holds_no_pickle_of_python_objects(tmp_path):
+    """The file is TorchScript: it loads with torch.jit.load, not with pickle-based torch.load."""
+    path = export(make_model(None), tmp_path / "m.pt")
+    with pytest.raises(Exception):  # noqa: B017 - any failure of the weights-only unpickler is fine
+        torch.load(path, weights_only=True)
+    assert isinstance(torch.jit.load(str(path)), torch.jit.ScriptModule)
+
+
+def test_unknown_element_inside_the_compiled_model(tmp_path):
+    compiled = load_compiled(export(make_model(None), tmp_path / "m.pt"))
+    with pytest.raises(Exception, match="atomic number 9 is not in this model"):  # torch.jit.Error from TorchScript
+        predict(compiled, np.array([6, 9]), np.array([[0.0, 0, 0], [1.4, 0, 0]]))

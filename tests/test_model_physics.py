@@ -1,0 +1,150 @@
+"""Physics of the TransIP network: conservative forces, invariances, smooth cutoff, locality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from conftest import ethanol, make_model, water_box
+
+from transip_md.model import predict
+
+
+def fd_forces(model, atoms: Atoms, charge=0, spin=1, h=1e-5, atoms_idx=None) -> np.ndarray:
+    """Central finite differences of the energy (eV/Å)."""
+    out = np.zeros((len(atoms), 3))
+    idx = range(len(atoms)) if atoms_idx is None else atoms_idx
+    for i in idx:
+        for k in range(3):
+            e = []
+            for sign in (1, -1):
+                pos = atoms.positions.copy()
+                pos[i, k] += sign * h
+                e.append(predict(model, atoms.numbers, pos, atoms.cell, atoms.pbc, charge, spin).energy)
+            out[i, k] = -(e[0] - e[1]) / (2 * h)
+    return out
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["molecule", "charged_radical", "periodic"],
+)
+def test_forces_match_finite_differences(case):
+    if case == "periodic":
+        model, atoms, charge, spin = make_model(4.0), water_box(2), 0, 1
+    else:
+        model, atoms = make_model(None), ethanol()
+        charge, spin = (0, 1) if case == "molecule" else (1, 2)
+    pred = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, charge, spin)
+    assert np.abs(pred.forces).max() > 1e-2, "forces too small for a meaningful check"
+    fd = fd_forces(model, atoms, charge, spin)
+    assert np.abs(fd - pred.forces).max() < 1e-6
+
+
+def test_charge_and_spin_change_the_energy():
+    model, atoms = make_model(None), ethanol()
+    e0 = predict(model, atoms.numbers, atoms.positions, charge=0, multiplicity=1).energy
+    e1 = predict(model, atoms.numbers, atoms.positions, charge=1, multiplicity=2).energy
+    e2 = predict(model, atoms.numbers, atoms.positions, charge=0, multiplicity=3).energy
+    assert abs(e0 - e1) > 1e-4 and abs(e0 - e2) > 1e-4 and abs(e1 - e2) > 1e-4
+
+
+@pytest.mark.parametrize("cutoff", [None, 4.0])
+def test_translation_invariance(cutoff):
+    model = make_model(cutoff)
+    atoms = ethanol() if cutoff is None else water_box(2)
+    ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
+    shifted = atoms.positions + np.array([1.7, -3.2, 0.45])
+    out = predict(model, atoms.numbers, shifted, atoms.cell, atoms.pbc)
+    assert abs(out.energy - ref.energy) < 1e-9
+    assert np.abs(out.forces - ref.forces).max() < 1e-9
+    # Forces of an isolated molecule sum to zero (translation invariance of E).
+    if cutoff is None:
+        assert np.abs(ref.forces.sum(axis=0)).max() < 1e-10
+
+
+@pytest.mark.parametrize("cutoff", [None, 4.0])
+def test_permutation_equivariance(cutoff):
+    model = make_model(cutoff)
+    atoms = ethanol() if cutoff is None else water_box(2)
+    perm = np.random.default_rng(5).permutation(len(atoms))
+    ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
+    out = predict(model, atoms.numbers[perm], atoms.positions[perm], atoms.cell, atoms.pbc)
+    assert np.abs(out.energies - ref.energies[perm]).max() < 1e-9
+    assert np.abs(out.forces - ref.forces[perm]).max() < 1e-9
+
+
+def test_energy_continuous_across_cutoff():
+    """Scan one atom through rc: energy and forces change smoothly, and beyond rc it is gone."""
+    rc = 4.0
+    model = make_model(rc)
+    base = Atoms("OHH", positions=[[0, 0, 0], [0.76, 0.59, 0], [0.76, -0.59, 0]])  # O is nearest to -x
+    far = Atoms("C", positions=[[100.0, 0, 0]])
+    e_far = predict(model, (base + far).numbers, (base + far).positions).energy
+    step = 1e-3
+    distances = rc + step * np.arange(-50, 51)
+    energies, forces = [], []
+    for d in distances:
+        atoms = base + Atoms("C", positions=[[-d, 0.0, 0.0]])
+        p = predict(model, atoms.numbers, atoms.positions)
+        energies.append(p.energy)
+        forces.append(p.forces[3, 0])
+    energies, forces = np.array(energies), np.array(forces)
+    # beyond rc the atom contributes exactly nothing to the others
+    assert np.abs(energies[distances >= rc] - e_far).max() < 1e-10
+    # smooth approach: the energy jump over one step near rc is far below a step change
+    assert np.abs(np.diff(energies)).max() < 1e-7
+    assert np.abs(np.diff(forces)).max() < 1e-5
+    # the atom does interact inside the cutoff (test is not vacuous)
+    inside = base + Atoms("C", positions=[[-(rc - 1.0), 0.0, 0.0]])
+    assert abs(predict(model, inside.numbers, inside.positions).energy - e_far) > 1e-3
+
+
+def test_strict_locality():
+    """Atom i's energy depends only on atoms within rc of i, not on neighbours of neighbours."""
+    rc = 4.0
+    model = make_model(rc)
+    # A chain O ... C ... N with 3.5 Å links: C sees both, O and N see only C.
+    atoms = Atoms("OCN", positions=[[0, 0, 0], [3.5, 0, 0], [7.0, 0, 0]])
+    ref = predict(model, atoms.numbers, atoms.positions)
+    moved = atoms.positions.copy()
+    moved[2] = [6.8, 0.5, 0.3]  # N moves, still 3.3+ Å from C and > rc from O
+    out = predict(model, atoms.numbers, moved)
+    assert out.energies[0] == ref.energies[0]  # O cannot feel N through C
+    assert abs(out.energies[1] - ref.energies[1]) > 1e-6  # C does feel it
+    assert abs(out.energies[2] - ref.energies[2]) > 1e-6
+
+
+def test_batched_structures_equal_separate():
+    """Packing two molecules in one call gives each molecule's own energies (trainer batching)."""
+    from transip_md.model.graph import all_pairs
+
+    model = make_model(None)
+    a, b = ethanol(), Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    ta, tb = all_pairs(len(a)), all_pairs(len(b), offset=len(a))
+    pos = torch.tensor(np.vstack([a.positions, b.positions]))
+    src = np.concatenate([ta.src, tb.src])
+    dst = np.concatenate([ta.dst, tb.dst])
+    out = model(
+        torch.tensor(np.concatenate([a.numbers, b.numbers])),
+        torch.tensor(np.stack([src, dst])),
+        pos[dst] - pos[src],
+        torch.tensor([0.0, 1.0], dtype=torch.float64),
+        torch.tensor([1.0, 2.0], dtype=torch.float64),
+        torch.tensor([0] * len(a) + [1] * len(b)),
+    )
+    ea = predict(model, a.numbers, a.positions, charge=0, multiplicity=1).energies
+    eb = predict(model, b.numbers, b.positions, charge=1, multiplicity=2).energies
+    assert np.abs(out.detach().numpy() - np.concatenate([ea, eb])).max() < 1e-10
+
+
+def test_float32_close_to_float64():
+    m64 = make_model(4.0)
+    m32 = make_model(4.0, dtype="float32")
+    m32.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in m64.state_dict().items()})
+    atoms = water_box(2)
+    p64 = predict(m64, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
+    p32 = predict(m32, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
+    assert abs(p64.energy - p32.energy) < 1e-3
+    assert np.abs(p64.forces - p32.forces).max() < 1e-3
