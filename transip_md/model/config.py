@@ -21,7 +21,7 @@ class TransIPConfig:
     n_layers: int = 2
     n_heads: int = 4
     cutoff: float | None = None
-    n_rbf: int = 16
+    n_rbf: int = 8
     #: Largest pair distance the radial basis resolves, Å (default: 2 x cutoff, or 12 Å globally).
     rbf_max: float | None = None
     #: Rotary frequencies per axis; each head needs 6 x n_rope_freqs dimensions.

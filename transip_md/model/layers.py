@@ -43,16 +43,18 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class GaussianRBF(nn.Module):
-    """Gaussian radial basis on [0, r_max] Å."""
+    """Gaussian radial basis exp(-((r - mu_k) / w)^2 / 2) on [0, r_max] Å, w the centre spacing."""
 
     def __init__(self, n_rbf: int, r_max: float) -> None:
         super().__init__()
-        self.register_buffer("centers", torch.linspace(0.0, r_max, n_rbf))
-        self.inv_width = float((n_rbf - 1) / r_max)
+        inv_width = (n_rbf - 1) / r_max
+        # scaled centres: x_k = r * s - mu_k * s with s = inv_width / sqrt(2)
+        self.scale = float(inv_width / math.sqrt(2.0))
+        self.register_buffer("scaled_centers", torch.linspace(0.0, r_max, n_rbf) * self.scale)
 
     def forward(self, dist: Tensor) -> Tensor:
-        x = (dist.unsqueeze(-1) - self.centers.to(dist.dtype)) * self.inv_width
-        return torch.exp(-0.5 * x * x)
+        x = dist.unsqueeze(-1) * self.scale - self.scaled_centers.to(dist.dtype)
+        return torch.exp(-torch.square(x))
 
 
 def log_envelope(dist: Tensor, cutoff: float, power: int) -> Tensor:
@@ -65,6 +67,20 @@ def log_envelope(dist: Tensor, cutoff: float, power: int) -> Tensor:
     safe = torch.where(inside, dist, torch.zeros_like(dist)) / cutoff
     logw = power * torch.log1p(-safe * safe)
     return torch.where(inside, logw, torch.full_like(dist, -math.inf))
+
+
+def pair_distances(pos: Tensor) -> Tensor:
+    """|p_b - p_a| for token positions (S, L, 3) -> (S, L, L), in Å.
+
+    Uses |p_a|^2 + |p_b|^2 - 2 p_a.p_b (one batched matmul, no (S, L, L, 3) tensor); callers keep
+    positions small (relative to a centre) so float32 round-off stays ~1e-6 Å^2. The gradient is zero,
+    not NaN, for coincident tokens (a token with itself).
+    """
+    sq = (pos * pos).sum(-1)
+    d2 = sq.unsqueeze(1) + sq.unsqueeze(2) - 2.0 * torch.bmm(pos, pos.transpose(1, 2))
+    positive = d2 > 1e-10
+    d = torch.sqrt(torch.where(positive, d2, torch.ones_like(d2)))
+    return torch.where(positive, d, torch.zeros_like(d))
 
 
 def safe_norm(vec: Tensor) -> Tensor:
@@ -98,9 +114,9 @@ class TransformerBlock(nn.Module):
         q = qkv[:, :, 0].transpose(1, 2)
         k = qkv[:, :, 1].transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)
-        q = apply_rotary(q, cos, sin)
+        q = apply_rotary(q * self.scale, cos, sin)
         k = apply_rotary(k, cos, sin)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + bias
+        scores = torch.matmul(q, k.transpose(-1, -2)) + bias
         att = torch.softmax(scores, dim=-1)
         o = torch.matmul(att, v).transpose(1, 2).reshape(s, length, d)
         h = h + self.out(o)

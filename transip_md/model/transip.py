@@ -8,7 +8,7 @@ the structure index of each atom (N,), and the number of leading atoms whose ene
 
 Two modes of the same blocks:
 * global (cutoff None): one token sequence per structure, every atom attends every other atom.
-  Needs all-pairs edges; token positions are taken relative to the structure's first atom.
+  Needs all-pairs edges; token positions are the first atom's edge vectors, centred on the structure's centroid.
 * local (finite cutoff): strictly local. Atom i's energy comes from the blocks applied to the tokens
   {i} + {j : r_ij < rc} with positions relative to i (r_ij); every relative vector in the
   neighbourhood is r_ik - r_ij. Attention to a neighbour token is weighted by the envelope of its
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import TransIPConfig
-from .layers import GaussianRBF, Rotary3D, TransformerBlock, log_envelope, safe_norm
+from .layers import GaussianRBF, Rotary3D, TransformerBlock, log_envelope, pair_distances, safe_norm
 
 
 class TransIP(nn.Module):
@@ -50,8 +50,8 @@ class TransIP(nn.Module):
         )
         self.rope = Rotary3D(config.n_rope_freqs, config.rope_min_wavelength, config.rope_max_wavelength)
         self.rbf = GaussianRBF(config.n_rbf, config.radial_max)
-        # One radial bias per layer and head, computed once per pair for all blocks.
-        self.radial_bias = nn.Linear(config.n_rbf, config.n_layers * config.n_heads)
+        # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
+        self.radial_bias = nn.Linear(config.n_rbf, config.n_heads)
         self.blocks = nn.ModuleList(
             [TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers)]
         )
@@ -107,7 +107,7 @@ class TransIP(nn.Module):
     def _global_sequences(
         self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One sequence per structure; positions relative to each structure's first atom."""
+        """One sequence per structure; positions from the first atom's edges, centred."""
         n_atoms = elem.shape[0]
         if n_atoms > 1 and bool((batch[1:] < batch[:-1]).any()):
             raise RuntimeError("transip: atoms must be ordered by structure (batch must be sorted)")
@@ -123,6 +123,9 @@ class TransIP(nn.Module):
             )
         atom_pos = torch.zeros(n_atoms, 3, dtype=edge_vec.dtype, device=edge_vec.device)
         atom_pos = atom_pos.index_add(0, dst[from_first], edge_vec[from_first])
+        # centre each structure (translation invariant; keeps |p| small for float32 distances)
+        centroid = torch.zeros(n_struct, 3, dtype=edge_vec.dtype, device=edge_vec.device).index_add(0, batch, atom_pos)
+        atom_pos = atom_pos - (centroid / counts.unsqueeze(1).to(edge_vec.dtype))[batch]
         length = int(counts.max())
         pos = torch.zeros(n_struct, length, 3, dtype=edge_vec.dtype, device=edge_vec.device)
         pos = pos.index_put((batch, local), atom_pos)
@@ -137,15 +140,13 @@ class TransIP(nn.Module):
         """Token features (S, L, d) from element indices, positions (Å), key log-weights, conditioning."""
         s, length = tok.shape
         h = self.embed(tok) + cond.unsqueeze(1)
-        rel = pos.unsqueeze(1) - pos.unsqueeze(2)  # rel[s, a, b] = p_b - p_a
-        bias = self.radial_bias(self.rbf(safe_norm(rel)))  # (S, L, L, layers * heads)
-        bias = bias.view(s, length, length, self.n_layers, self.n_heads).permute(3, 0, 4, 1, 2)
-        key_mask = logw.view(s, 1, 1, length)
+        bias = self.radial_bias(self.rbf(pair_distances(pos))).permute(0, 3, 1, 2)  # (S, H, L, L)
+        bias = bias + logw.view(s, 1, 1, length)  # key weights: envelope (local) and padding mask
         cos, sin = self.rope(pos)
         cos = cos.unsqueeze(1)
         sin = sin.unsqueeze(1)
-        for layer, block in enumerate(self.blocks):
-            h = block(h, bias[layer] + key_mask, cos, sin)
+        for block in self.blocks:
+            h = block(h, bias, cos, sin)
         return self.norm_out(h)
 
     def _condition(self, charge: Tensor, spin: Tensor, dtype: torch.dtype) -> Tensor:
