@@ -148,3 +148,19 @@ def test_float32_close_to_float64():
     p32 = predict(m32, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
     assert abs(p64.energy - p32.energy) < 1e-3
     assert np.abs(p64.forces - p32.forces).max() < 1e-3
+
+
+def test_centre_only_last_block_equals_full_block():
+    """The local mode's shortcut (last block for the centre token only) changes no number."""
+    model = make_model(4.0)
+    atoms = water_box(2)
+    from transip_md.model.graph import cutoff_pairs, edge_index, edge_vectors
+
+    topo = cutoff_pairs(atoms.positions, atoms.cell, atoms.pbc, 4.0)
+    vec = edge_vectors(torch.tensor(atoms.positions), torch.tensor(np.asarray(atoms.cell)), topo)
+    elem = model.z_to_index[torch.tensor(atoms.numbers)]
+    tok, pos, logw = model._local_sequences(elem, edge_index(topo), vec, len(atoms))
+    cond = model._condition(torch.tensor([1.0]), torch.tensor([2.0]), torch.float64)[torch.zeros(len(atoms), dtype=int)]
+    full = model._encode(tok, pos, logw, cond, False)[:, 0]
+    short = model._encode(tok, pos, logw, cond, True)[:, 0]
+    assert torch.allclose(full, short, rtol=0, atol=1e-12)

@@ -121,3 +121,23 @@ class TransformerBlock(nn.Module):
         o = torch.matmul(att, v).transpose(1, 2).reshape(s, length, d)
         h = h + self.out(o)
         return h + self.mlp(self.norm_mlp(h))
+
+    def forward_first_token(self, h: Tensor, bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Same block, output only for token 0 of each sequence (S, 1, d): the centre in local mode.
+
+        Keys and values still come from every token; queries, the output projection and the MLP are
+        computed for one token, which saves most of the last block's cost.
+        """
+        s, length, d = h.shape
+        x = self.norm_attn(h)
+        w = self.qkv.weight
+        b = self.qkv.bias
+        q = torch.nn.functional.linear(x[:, :1], w[:d], b[:d]).view(s, 1, self.n_heads, self.head_dim)
+        kv = torch.nn.functional.linear(x, w[d:], b[d:]).view(s, length, 2, self.n_heads, self.head_dim)
+        q = apply_rotary(q.transpose(1, 2) * self.scale, cos[:, :, :1], sin[:, :, :1])
+        k = apply_rotary(kv[:, :, 0].transpose(1, 2), cos, sin)
+        v = kv[:, :, 1].transpose(1, 2)
+        att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias[:, :, :1], dim=-1)
+        o = torch.matmul(att, v).transpose(1, 2).reshape(s, 1, d)
+        h0 = h[:, :1] + self.out(o)
+        return h0 + self.mlp(self.norm_mlp(h0))

@@ -136,8 +136,11 @@ class TransIP(nn.Module):
         return tok, pos, logw, local
 
     # ------------------------------------------------------------------ the Transformer
-    def _encode(self, tok: Tensor, pos: Tensor, logw: Tensor, cond: Tensor) -> Tensor:
-        """Token features (S, L, d) from element indices, positions (Å), key log-weights, conditioning."""
+    def _encode(self, tok: Tensor, pos: Tensor, logw: Tensor, cond: Tensor, centre_only: bool) -> Tensor:
+        """Token features (S, L, d) from element indices, positions (Å), key log-weights, conditioning.
+
+        With ``centre_only`` the last block is evaluated for token 0 only and (S, 1, d) is returned.
+        """
         s, length = tok.shape
         h = self.embed(tok) + cond.unsqueeze(1)
         bias = self.radial_bias(self.rbf(pair_distances(pos))).permute(0, 3, 1, 2)  # (S, H, L, L)
@@ -145,8 +148,12 @@ class TransIP(nn.Module):
         cos, sin = self.rope(pos)
         cos = cos.unsqueeze(1)
         sin = sin.unsqueeze(1)
-        for block in self.blocks:
-            h = block(h, bias, cos, sin)
+        n_blocks = len(self.blocks)
+        for index, block in enumerate(self.blocks):
+            if centre_only and index == n_blocks - 1:
+                h = block.forward_first_token(h, bias, cos, sin)
+            else:
+                h = block(h, bias, cos, sin)
         return self.norm_out(h)
 
     def _condition(self, charge: Tensor, spin: Tensor, dtype: torch.dtype) -> Tensor:
@@ -177,12 +184,12 @@ class TransIP(nn.Module):
         cond = self._condition(charge, spin, dtype)
         if self.is_local:
             tok, pos, logw = self._local_sequences(elem, edge_index, edge_vec, n_centers)
-            h = self._encode(tok, pos, logw, cond[batch[:n_centers]])
+            h = self._encode(tok, pos, logw, cond[batch[:n_centers]], True)
             return h[:, 0]
         if n_centers != n_atoms:
             raise RuntimeError("transip: a global-mode model computes every atom (n_centers must be -1 or N)")
         tok, pos, logw, local = self._global_sequences(elem, edge_index, edge_vec, batch, n_struct)
-        h = self._encode(tok, pos, logw, cond)
+        h = self._encode(tok, pos, logw, cond, False)
         return h[batch, local]
 
     @torch.jit.export
