@@ -164,3 +164,17 @@ def test_centre_only_last_block_equals_full_block():
     full = model._encode(tok, pos, logw, cond, False)[:, 0]
     short = model._encode(tok, pos, logw, cond, True)[:, 0]
     assert torch.allclose(full, short, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cutoff", [None, 4.0])
+def test_sdpa_kernel_gives_the_same_energies_and_forces(cutoff, tmp_path):
+    from transip_md.model import export, load_compiled
+
+    model = make_model(cutoff)
+    atoms = ethanol() if cutoff is None else water_box(2)
+    ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
+    model.set_attention_kernel("sdpa")
+    compiled = load_compiled(export(model, tmp_path / "sdpa.pt"))
+    out = predict(compiled, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
+    assert abs(out.energy - ref.energy) < 1e-9
+    assert np.abs(out.forces - ref.forces).max() < 1e-9

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attention", choices=["math", "sdpa"], default="math", help="attention kernel baked into the file")
     p.add_argument("--lammps-mliap", metavar="MODEL", help="wrap MODEL for `pair_style mliap unified`")
     p.add_argument("-o", dest="output_opt", help="output file (same as the positional argument)")
     p.add_argument("--charge", type=int, default=0, help="total charge stored in an ML-IAP file (e)")
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     model = random_model(config, seed=args.seed)
+    model.set_attention_kernel(args.attention)
     export(model, output, {"note": "random weights: for smoke tests and benchmarks only", "seed": args.seed})
     print(json.dumps({"wrote": output, "cutoff": args.cutoff, "elements": args.elements, "random": True}))
     return 0

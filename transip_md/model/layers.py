@@ -103,6 +103,9 @@ class TransformerBlock(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.norm_mlp = nn.LayerNorm(d_model)
+        #: Use torch's fused scaled_dot_product_attention (GPU kernels) instead of explicit matmul/softmax.
+        #: The explicit path supports double backward (training with force losses); both give equal numbers.
+        self.use_sdpa = False
         self.mlp = nn.Sequential(
             nn.Linear(d_model, mlp_ratio * d_model), nn.SiLU(), nn.Linear(mlp_ratio * d_model, d_model)
         )
@@ -116,9 +119,12 @@ class TransformerBlock(nn.Module):
         v = qkv[:, :, 2].transpose(1, 2)
         q = apply_rotary(q * self.scale, cos, sin)
         k = apply_rotary(k, cos, sin)
-        scores = torch.matmul(q, k.transpose(-1, -2)) + bias
-        att = torch.softmax(scores, dim=-1)
-        o = torch.matmul(att, v).transpose(1, 2).reshape(s, length, d)
+        if self.use_sdpa:
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        else:
+            att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias, dim=-1)
+            o = torch.matmul(att, v)
+        o = o.transpose(1, 2).reshape(s, length, d)
         h = h + self.out(o)
         return h + self.mlp(self.norm_mlp(h))
 

@@ -64,6 +64,14 @@ class TransIP(nn.Module):
         if config.dtype == "float64":
             self.double()
 
+    @torch.jit.unused
+    def set_attention_kernel(self, kernel: str) -> None:
+        """'math' (explicit, supports double backward: training) or 'sdpa' (fused kernels: inference)."""
+        if kernel not in ("math", "sdpa"):
+            raise ValueError(f"attention kernel must be 'math' or 'sdpa', got {kernel!r}")
+        for block in self.blocks:
+            block.use_sdpa = kernel == "sdpa"
+
     # ------------------------------------------------------------------ inputs -> token sequences
     def _element_index(self, species: Tensor) -> Tensor:
         if species.numel() > 0:
