@@ -1,0 +1,356 @@
+"""TransIPForce against the ASE calculator, the TorchScript ('torch' backend) module's maths, serialization,
+input errors. Random-weight float64 models keep it fast and make agreement a float-rounding question."""
+
+from __future__ import annotations
+
+import numpy as np
+import openmm
+import openmm.app
+import pytest
+import torch
+from ase import Atoms
+from openmm import unit
+
+from transip_md.ase import TransIPCalculator
+from transip_md.model import TransIPConfig, export, load_compiled, random_model
+from transip_md.openmm import SerializationError, TransIPForce, check_serializable, load_model, serialize_system
+from transip_md.openmm.torch_module import build_torch_module
+from transip_md.units import EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
+from transip_md.validation import InputError
+
+KJ = unit.kilojoule_per_mole
+ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
+ETHANOL_A = np.array(
+    [
+        [-0.0011, -0.0140, 0.0000],
+        [1.5120, -0.0010, 0.0000],
+        [1.9550, 1.3470, 0.0000],
+        [-0.3910, 1.0070, 0.0000],
+        [-0.3830, -0.5280, 0.8850],
+        [-0.3830, -0.5280, -0.8850],
+        [1.8850, -0.5190, 0.8870],
+        [1.8850, -0.5190, -0.8870],
+        [2.9140, 1.3210, 0.0000],
+    ]
+)
+# OpenMM reduced-form triclinic box (rows a, b, c in Å): a along x, b in xy, |b_x|,|c_x| <= a_x/2, |c_y| <= b_y/2.
+TRICLINIC_A = np.array([[9.0, 0.0, 0.0], [2.5, 8.6, 0.0], [-3.0, 2.9, 8.8]])
+ORTHO_A = np.diag([8.4, 9.1, 8.7])
+# Float64 agreement of one model evaluated two ways: rounding only (energies of order 1-100 kJ/mol).
+E_TOL_KJ = 1e-8
+F_TOL_KJ_NM = 1e-7
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two shared cores: one torch thread avoids oversubscription (it is also faster at these sizes)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("openmm-models")
+    small = dict(d_model=32, n_heads=2, n_layers=2, elements=[1, 6, 7, 8], dtype="float64")
+    paths = {
+        "global": export(random_model(TransIPConfig(cutoff=None, **small), seed=1), d / "global.pt"),
+        "local": export(random_model(TransIPConfig(cutoff=3.5, **small), seed=2), d / "local.pt"),
+        "local32": export(
+            random_model(TransIPConfig(cutoff=3.5, **{**small, "dtype": "float32"}), seed=3), d / "local32.pt"
+        ),
+    }
+    return {k: str(v) for k, v in paths.items()}
+
+
+def random_box_atoms(cell_a: np.ndarray, n: int, seed: int) -> tuple[list[int], np.ndarray]:
+    """n atoms of H/C/N/O at random fractional positions, kept 0.9 Å apart (minimum image)."""
+    rng = np.random.default_rng(seed)
+    frac: list[np.ndarray] = []
+    while len(frac) < n:
+        f = rng.uniform(0, 1, 3)
+        ok = True
+        for g in frac:
+            d = f - g
+            d -= np.round(d)
+            if np.linalg.norm(d @ cell_a) < 0.9:
+                ok = False
+                break
+        if ok:
+            frac.append(f)
+    numbers = rng.choice([1, 6, 7, 8], size=n).tolist()
+    if sum(numbers) % 2:  # an even electron count for charge 0 / singlet
+        numbers[0] = {1: 6, 6: 7, 7: 6, 8: 7}[numbers[0]]
+    return numbers, np.array(frac) @ cell_a
+
+
+def make_system(numbers, cell_a=None) -> openmm.System:
+    system = openmm.System()
+    for z in numbers:
+        system.addParticle(openmm.app.Element.getByAtomicNumber(int(z)).mass)
+    if cell_a is not None:
+        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in cell_a])
+    return system
+
+
+def openmm_eval(system, pos_a, platform="Reference", cell_a=None):
+    props = {"Threads": "1"} if platform == "CPU" else {}
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform), props)
+    if cell_a is not None:
+        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in cell_a])
+    ctx.setPositions(pos_a * 0.1)
+    st = ctx.getState(getEnergy=True, getForces=True)
+    e = st.getPotentialEnergy().value_in_unit(KJ)
+    f = st.getForces(asNumpy=True).value_in_unit(KJ / unit.nanometer)
+    return e, np.asarray(f)
+
+
+def ase_eval(path, numbers, pos_a, cell_a=None, charge=0, spin=1):
+    atoms = Atoms(numbers=numbers, positions=pos_a, cell=cell_a, pbc=cell_a is not None)
+    atoms.info.update(charge=charge, spin=spin)
+    atoms.calc = TransIPCalculator(path)
+    return atoms.get_potential_energy() * EV_TO_KJ_PER_MOL, atoms.get_forces() * EV_PER_A_TO_KJ_PER_MOL_NM
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_molecule_global_model_matches_ase(models, platform):
+    system = make_system(ETHANOL_Z)
+    system.addForce(
+        TransIPForce(models["global"], atomic_numbers=ETHANOL_Z, backend="python", charge=1, multiplicity=2)
+    )
+    e, f = openmm_eval(system, ETHANOL_A, platform)
+    e_ref, f_ref = ase_eval(models["global"], ETHANOL_Z, ETHANOL_A, charge=1, spin=2)
+    assert abs(e - e_ref) < E_TOL_KJ
+    np.testing.assert_allclose(f, f_ref, atol=F_TOL_KJ_NM, rtol=0)
+    assert np.abs(f_ref).max() > 1.0  # a non-trivial force field was compared
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("cell", [ORTHO_A, TRICLINIC_A], ids=["orthorhombic", "triclinic"])
+def test_periodic_local_model_matches_ase(models, platform, cell):
+    numbers, pos = random_box_atoms(cell, 24, seed=4)
+    pos = pos + np.array([0.3, -0.2, 0.5]) * 8  # partly outside the cell: OpenMM and ASE must wrap alike
+    system = make_system(numbers, cell)
+    system.addForce(
+        TransIPForce(models["local"], atomic_numbers=numbers, system=system, periodic=True, backend="python")
+    )
+    assert system.usesPeriodicBoundaryConditions()
+    e, f = openmm_eval(system, pos, platform, cell)
+    e_ref, f_ref = ase_eval(models["local"], numbers, pos, cell)
+    assert abs(e - e_ref) < E_TOL_KJ
+    np.testing.assert_allclose(f, f_ref, atol=F_TOL_KJ_NM, rtol=0)
+
+
+def test_small_box_python_backend_sees_all_images_torch_module_refuses(models):
+    """A 5 Å box with a 3.5 Å cutoff holds several images of a neighbour: the python backend (vesin
+    neighbour list) takes them all, as ASE does; the generated torch module refuses the box."""
+    cell = np.diag([5.0, 5.2, 5.4])
+    numbers, pos = random_box_atoms(cell, 4, seed=5)
+    system = make_system(numbers, cell)
+    system.addForce(
+        TransIPForce(models["local"], atomic_numbers=numbers, system=system, periodic=True, backend="python")
+    )
+    e, f = openmm_eval(system, pos, "Reference", cell)
+    e_ref, f_ref = ase_eval(models["local"], numbers, pos, cell)
+    assert abs(e - e_ref) < E_TOL_KJ
+    np.testing.assert_allclose(f, f_ref, atol=F_TOL_KJ_NM, rtol=0)
+    module = build_torch_module(load_compiled(models["local"]).module, numbers, 4, None, 3.5, True, 0, 1, torch.float64)
+    with pytest.raises((RuntimeError, torch.jit.Error), match="too small"):
+        module(torch.tensor(pos * 0.1), torch.tensor(cell * 0.1))
+
+
+# ----------------------------------------------------------------- the 'torch' backend's module, called directly
+def torch_module_eval(path, numbers, pos_a, cell_a, n_particles=None, indices=None, dtype=torch.float64):
+    model = load_compiled(path)
+    module = build_torch_module(
+        model.module,
+        numbers,
+        n_particles or len(numbers),
+        indices,
+        model.cutoff,
+        cell_a is not None,
+        0,
+        1,
+        dtype,
+    )
+    pos = torch.tensor(pos_a * 0.1, dtype=dtype)  # nm, as OpenMM passes them
+    box = None if cell_a is None else torch.tensor(cell_a * 0.1, dtype=dtype)
+    energy, forces = module(pos, box)
+    assert energy.dtype == torch.float64 and energy.dim() == 0
+    assert forces.dtype == dtype and forces.shape == pos.shape
+    return float(energy), forces.detach().to(torch.float64).numpy()
+
+
+def test_torch_module_molecule_matches_python_backend(models):
+    e_t, f_t = torch_module_eval(models["global"], ETHANOL_Z, ETHANOL_A, None)
+    system = make_system(ETHANOL_Z)
+    system.addForce(TransIPForce(models["global"], atomic_numbers=ETHANOL_Z, backend="python"))
+    e_p, f_p = openmm_eval(system, ETHANOL_A)
+    assert abs(e_t - e_p) < E_TOL_KJ
+    np.testing.assert_allclose(f_t, f_p, atol=F_TOL_KJ_NM, rtol=0)
+
+
+@pytest.mark.parametrize("cell", [ORTHO_A, TRICLINIC_A], ids=["orthorhombic", "triclinic"])
+def test_torch_module_periodic_matches_ase(models, cell):
+    numbers, pos = random_box_atoms(cell, 24, seed=6)
+    pos = pos - np.array([0.6, 0.1, -0.9]) * 9  # far outside the reduced cell
+    e_t, f_t = torch_module_eval(models["local"], numbers, pos, cell)
+    e_ref, f_ref = ase_eval(models["local"], numbers, pos, cell)
+    assert abs(e_t - e_ref) < E_TOL_KJ
+    np.testing.assert_allclose(f_t, f_ref, atol=F_TOL_KJ_NM, rtol=0)
+
+
+def test_torch_module_subset_and_float32(models):
+    """ML atoms scattered in a larger System (ML/MM layout): zero force rows elsewhere; float32 positions
+    (OpenMM single precision) agree with float64 to float32 rounding."""
+    cell = TRICLINIC_A
+    numbers, pos = random_box_atoms(cell, 20, seed=7)
+    n_total = 31
+    indices = [3, 30, 7, 12, 0, 25, 18, 4, 9, 11, 20, 22, 1, 27, 15, 16, 28, 5, 14, 26]
+    full = np.random.default_rng(8).uniform(0, 8, (n_total, 3))
+    full[indices] = pos
+    e_sub, f_sub = torch_module_eval(models["local"], numbers, full, cell, n_total, indices)
+    e_ref, f_ref = ase_eval(models["local"], numbers, pos, cell)
+    assert abs(e_sub - e_ref) < E_TOL_KJ
+    np.testing.assert_allclose(f_sub[indices], f_ref, atol=F_TOL_KJ_NM, rtol=0)
+    others = sorted(set(range(n_total)) - set(indices))
+    assert np.all(f_sub[others] == 0.0)
+    e32, f32 = torch_module_eval(models["local32"], numbers, full, cell, n_total, indices, torch.float32)
+    e64, f64 = ase_eval(models["local32"], numbers, pos, cell)
+    assert abs(e32 - e64) < 1e-4 * max(1.0, abs(e64))
+    np.testing.assert_allclose(f32[indices], f64, atol=1e-3 * max(1.0, np.abs(f64).max()), rtol=0)
+
+
+def test_python_backend_subset_in_larger_system(models):
+    numbers, pos = list(ETHANOL_Z), ETHANOL_A
+    n_total = 14
+    atoms = [2, 5, 6, 7, 9, 10, 11, 12, 13]
+    full = np.random.default_rng(9).uniform(10, 20, (n_total, 3))
+    full[atoms] = pos
+    system = make_system([1] * n_total)
+    system.addForce(
+        TransIPForce(models["global"], atoms=atoms, atomic_numbers=numbers, system=system, backend="python")
+    )
+    e, f = openmm_eval(system, full)
+    e_ref, f_ref = ase_eval(models["global"], numbers, pos)
+    assert abs(e - e_ref) < E_TOL_KJ
+    np.testing.assert_allclose(f[atoms], f_ref, atol=F_TOL_KJ_NM, rtol=0)
+    assert np.all(f[[0, 1, 3, 4, 8]] == 0.0)
+
+
+def test_force_group_and_model_reuse(models):
+    f1 = TransIPForce(models["global"], atomic_numbers=ETHANOL_Z, backend="python", force_group=5)
+    assert f1.getForceGroup() == 5
+    assert load_model(models["global"]) is load_model(models["global"])  # one load per file/device/dtype
+    system = make_system(ETHANOL_Z)
+    system.addForce(f1)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(ETHANOL_A * 0.1)
+    e5 = ctx.getState(getEnergy=True, groups={5}).getPotentialEnergy().value_in_unit(KJ)
+    e0 = ctx.getState(getEnergy=True, groups={0}).getPotentialEnergy().value_in_unit(KJ)
+    assert e0 == 0.0 and e5 != 0.0
+
+
+def test_precision_single_casts_model(models):
+    system = make_system(ETHANOL_Z)
+    system.addForce(TransIPForce(models["global"], atomic_numbers=ETHANOL_Z, backend="python", precision="single"))
+    e32, f32 = openmm_eval(system, ETHANOL_A)
+    e_ref, f_ref = ase_eval(models["global"], ETHANOL_Z, ETHANOL_A)
+    assert abs(e32 - e_ref) < 1e-4 * max(1.0, abs(e_ref))
+    assert abs(e32 - e_ref) > 0.0  # it really ran in float32
+    np.testing.assert_allclose(f32, f_ref, atol=1e-3 * np.abs(f_ref).max(), rtol=0)
+
+
+# ----------------------------------------------------------------- serialization
+def test_python_backend_xml_round_trip(models):
+    """A PythonForce serializes (its callback is pickled: model path + settings, not the weights)."""
+    cell = ORTHO_A
+    numbers, pos = random_box_atoms(cell, 12, seed=10)
+    system = make_system(numbers, cell)
+    system.addForce(
+        TransIPForce(models["local"], atomic_numbers=numbers, system=system, periodic=True, backend="python")
+    )
+    xml = serialize_system(system)
+    assert "PythonForce" in xml
+    clone = openmm.XmlSerializer.deserialize(xml)
+    assert clone.getForce(0).usesPeriodicBoundaryConditions()
+    e1, f1 = openmm_eval(system, pos, "Reference", cell)
+    e2, f2 = openmm_eval(clone, pos, "Reference", cell)
+    assert e1 == e2
+    np.testing.assert_array_equal(f1, f2)
+
+
+def test_check_serializable_names_the_torch_backend():
+    class TorchForce(openmm.CustomExternalForce):  # stands in for openmmtorch.TorchForce (same class name)
+        pass
+
+    system = make_system([1, 1])
+    system.addForce(openmm.CustomExternalForce("x"))
+    check_serializable(system)  # no TorchForce: fine
+    fake = TorchForce("x")
+    fake.setName("TransIP (torch)")
+
+    class FakeSystem:
+        def getForces(self):
+            return [fake]
+
+    with pytest.raises(SerializationError, match="backend='torch'"):
+        check_serializable(FakeSystem())
+
+
+# ----------------------------------------------------------------- bad input
+def test_bad_input_errors(models):
+    g = models["global"]
+    with pytest.raises(InputError, match="atomic numbers given"):
+        TransIPForce(g, atomic_numbers=ETHANOL_Z[:-1], system=make_system(ETHANOL_Z), backend="python")
+    with pytest.raises(InputError, match="outside the System"):
+        TransIPForce(g, atoms=[0, 1, 99], atomic_numbers=[6, 6, 8], system=make_system(ETHANOL_Z), backend="python")
+    with pytest.raises(InputError, match="repeated"):
+        TransIPForce(g, atoms=[0, 0], atomic_numbers=[1, 1], backend="python")
+    with pytest.raises(InputError, match="not supported by the model"):
+        TransIPForce(g, atomic_numbers=[6, 17, 1, 1, 1, 1], backend="python")
+    with pytest.raises(InputError, match="impossible charge/spin"):
+        TransIPForce(g, atomic_numbers=ETHANOL_Z, multiplicity=2, backend="python")
+    with pytest.raises(InputError, match="elements"):
+        TransIPForce(g, backend="python")
+    box_top = openmm.app.Topology()
+    res = box_top.addResidue("MOL", box_top.addChain())
+    for z in ETHANOL_Z:
+        box_top.addAtom("X", openmm.app.Element.getByAtomicNumber(z), res)
+    box_top.setPeriodicBoxVectors([openmm.Vec3(*row) * 0.1 for row in ORTHO_A])
+    with pytest.raises(InputError, match="global .all-pairs. model cannot run a periodic system"):
+        TransIPForce(g, topology=box_top, backend="python")
+    with pytest.raises(InputError, match="global .all-pairs. model cannot run a periodic system"):
+        TransIPForce(g, atomic_numbers=ETHANOL_Z, periodic=True, backend="python")
+    with pytest.raises(ValueError, match="backend must be"):
+        TransIPForce(g, atomic_numbers=ETHANOL_Z, backend="jax")
+    from transip_md.openmm.force import openmmtorch_available
+
+    if not openmmtorch_available():  # the main venv (torch 2.13): no openmm-torch build exists
+        with pytest.raises(ImportError, match="openmm-torch"):
+            TransIPForce(g, atomic_numbers=ETHANOL_Z, backend="torch")
+
+
+def test_topology_without_elements_and_bad_model_file(tmp_path, models):
+    top = openmm.app.Topology()
+    res = top.addResidue("X", top.addChain())
+    top.addAtom("V", None, res)
+    with pytest.raises(InputError, match="no element"):
+        TransIPForce(models["global"], topology=top, backend="python")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    from transip_md.model import ModelFileError
+
+    with pytest.raises(ModelFileError):
+        TransIPForce(bad, atomic_numbers=[1, 1], backend="python")
+
+
+def test_torch_backend_box_check_at_construction(models, monkeypatch):
+    """The torch backend refuses a box below 2 x cutoff before building anything (python backend accepts)."""
+    from transip_md.openmm import force as force_mod
+
+    monkeypatch.setattr(force_mod, "openmmtorch_available", lambda: True)
+    system = make_system([1, 1], np.diag([6.0, 6.0, 6.0]))
+    with pytest.raises(InputError, match="box too small for the torch backend"):
+        TransIPForce(models["local"], atomic_numbers=[1, 1], system=system, periodic=True, backend="torch")
