@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "transip_md.ase.commands",
     "transip_md.openmm.commands",
     "transip_md.lammps.commands",
-    "transip_md.bench_commands",
+    "transip_md.demo",
 )
 
 
