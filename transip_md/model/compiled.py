@@ -52,6 +52,7 @@ def export(model: TransIP, path: str | os.PathLike, metadata: dict[str, Any] | N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
     try:
         torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
         os.replace(tmp, path)

@@ -1,0 +1,376 @@
+"""Training data: read extxyz (also .gz), ASE databases (SQLite ``.db``, OMol25 ``.aselmdb``) and folders.
+
+A :class:`Frame` holds one labelled structure (Å, eV, eV/Å, total charge in e, spin multiplicity).
+Energies and forces come from the stored calculator results, ``atoms.info``/``atoms.arrays``
+(``energy``/``forces``, or ``REF_energy``/``REF_forces``), or a database row's ``data``; charge and
+spin from ``info``, the row's key-value pairs, ``row.data`` or ``row.data['info']`` (OMol25 keeps them
+there; ``multiplicity`` is accepted for ``spin``). Errors name the file and the frame index;
+``skip_bad=True`` skips bad frames (and unreadable files) and counts them in :class:`ReadReport`.
+
+:func:`split` is deterministic and groups frames by molecule identity (``mol_id``) so validation
+molecules are never seen in training; :func:`make_batches` packs structures of different sizes into
+batches of at most ``max_atoms`` atoms; :func:`collate` builds the packed edge list the model takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..model.graph import all_pairs, cutoff_pairs
+
+EXTXYZ_SUFFIXES = (".extxyz", ".xyz", ".extxyz.gz", ".xyz.gz")
+DB_SUFFIXES = (".db", ".aselmdb", ".json")
+
+
+class DataError(ValueError):
+    """A file or frame that cannot be used for training; the message names the file and frame."""
+
+
+@dataclass
+class Frame:
+    numbers: np.ndarray  # (N,) int64 atomic numbers
+    positions: np.ndarray  # (N, 3) Å
+    energy: float  # eV
+    forces: np.ndarray  # (N, 3) eV/Å
+    charge: int = 0
+    spin: int = 1
+    mol_id: str | None = None
+    source: str = ""
+    cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+
+@dataclass
+class ReadReport:
+    files: int = 0
+    frames: int = 0
+    skipped_frames: int = 0
+    skipped_files: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add_problem(self, msg: str) -> None:
+        if len(self.problems) < 50:
+            self.problems.append(msg)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _first(mappings: Iterable[Any], keys: Sequence[str]) -> Any:
+    for m in mappings:
+        if not isinstance(m, dict):
+            continue
+        for k in keys:
+            if k in m and m[k] is not None:
+                return m[k]
+    return None
+
+
+def _frame_from_atoms(atoms, extra: Sequence[dict], where: str, elements: set[int] | None) -> Frame:
+    """Convert one ASE Atoms (plus database row dicts in ``extra``) into a checked Frame."""
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    sources = [results, atoms.info, *extra]
+    energy = _first(sources, ("energy", "REF_energy", "total_energy", "free_energy"))
+    forces = _first([results, atoms.arrays, *extra], ("forces", "REF_forces"))
+    if energy is None:
+        raise DataError(f"{where}: frame has no energy")
+    if forces is None:
+        raise DataError(f"{where}: frame has no forces")
+    forces = np.asarray(forces, dtype=np.float64)
+    if forces.shape != (len(atoms), 3):
+        raise DataError(f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
+    info_sources = [atoms.info, *extra]
+    charge = _first(info_sources, ("charge", "total_charge"))
+    spin = _first(info_sources, ("spin", "multiplicity", "spin_multiplicity"))
+    mol_id = _first(info_sources, ("mol_id", "molecule_id", "source_id"))
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    if elements is not None:
+        bad = [int(z) for z in numbers if int(z) not in elements]
+        if bad:
+            from ..validation import symbol
+
+            raise DataError(f"{where}: unknown element {symbol(bad[0])} (allowed: {sorted(elements)})")
+    q = int(round(float(charge))) if charge is not None else 0
+    m = int(round(float(spin))) if spin is not None else 1
+    n_el = int(numbers.sum()) - q
+    if m < 1 or n_el < m - 1 or (n_el - m + 1) % 2:
+        raise DataError(f"{where}: impossible charge {q} / multiplicity {m} for {n_el} electrons")
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.isfinite(pos).all() or not np.isfinite(forces).all() or not np.isfinite(float(energy)):
+        raise DataError(f"{where}: non-finite positions, energy or forces")
+    return Frame(
+        numbers=numbers,
+        positions=pos,
+        energy=float(energy),
+        forces=forces,
+        charge=q,
+        spin=m,
+        mol_id=None if mol_id is None else str(mol_id),
+        source=where,
+        cell=np.asarray(atoms.cell.array, dtype=np.float64),
+        pbc=np.asarray(atoms.pbc, dtype=bool),
+    )
+
+
+def _iter_file(path: Path) -> Iterable[tuple[Any, list[dict]]]:
+    name = path.name.lower()
+    if name.endswith(EXTXYZ_SUFFIXES):
+        from ase.io import iread
+
+        for atoms in iread(str(path), index=":", format="extxyz"):
+            yield atoms, []
+    elif name.endswith(DB_SUFFIXES):
+        from ase.db import connect
+
+        kwargs = {"readonly": True} if name.endswith(".aselmdb") else {}
+        with connect(str(path), **kwargs) as db:
+            for row in db.select():
+                atoms = row.toatoms()
+                data = dict(row.get("data", {}) or {})
+                info = data.get("info") if isinstance(data.get("info"), dict) else {}
+                # ASE overwrites a key-value pair named 'charge' with the sum of initial charges: ignore it.
+                kvp = {k: v for k, v in row.key_value_pairs.items() if k != "charge"}
+                yield atoms, [data, info, kvp]
+    else:
+        raise DataError(f"{path}: unknown file type (expected {EXTXYZ_SUFFIXES + DB_SUFFIXES})")
+
+
+def list_files(path: str | os.PathLike) -> list[Path]:
+    """``path`` itself, or every data file below a folder (sorted, recursive)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(EXTXYZ_SUFFIXES + DB_SUFFIXES)
+        )
+        if not files:
+            raise DataError(f"{path}: folder holds no extxyz or ASE database files")
+        return files
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    return [path]
+
+
+def read_frames(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    elements: Sequence[int] | None = None,
+    skip_bad: bool = False,
+) -> tuple[list[Frame], ReadReport]:
+    """Read every frame of ``paths`` (files or folders). Raises :class:`DataError` unless ``skip_bad``."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    allowed = None if elements is None else {int(z) for z in elements}
+    frames: list[Frame] = []
+    report = ReadReport()
+    for p in paths:
+        for f in list_files(p):
+            report.files += 1
+            index = -1
+            try:
+                for index, (atoms, extra) in enumerate(_iter_file(f)):
+                    where = f"{f}: frame {index}"
+                    try:
+                        frame = _frame_from_atoms(atoms, extra, where, allowed)
+                    except DataError as exc:
+                        if not skip_bad:
+                            raise
+                        report.skipped_frames += 1
+                        report.add_problem(str(exc))
+                        continue
+                    frames.append(frame)
+                    report.frames += 1
+            except DataError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - parser errors of any kind become a named DataError
+                msg = f"{f}: cannot be read (at frame {index + 1}): {type(exc).__name__}: {exc}"
+                if not skip_bad:
+                    raise DataError(msg) from exc
+                report.skipped_files += 1
+                report.add_problem(msg)
+    return frames, report
+
+
+# ---------------------------------------------------------------------------------------------- stats
+def statistics(frames: Sequence[Frame]) -> dict[str, Any]:
+    """Element counts, structure sizes, charge/spin states and number of distinct molecules."""
+    from ..validation import symbol
+
+    sizes = np.array([f.n_atoms for f in frames]) if frames else np.zeros(1)
+    elements: Counter[str] = Counter()
+    for f in frames:
+        elements.update(symbol(int(z)) for z in f.numbers)
+    states = Counter(f"{f.charge:+d}/{f.spin}" for f in frames)
+    return {
+        "frames": len(frames),
+        "molecules": len({f.mol_id or f.source for f in frames}),
+        "atoms": int(sizes.sum()) if frames else 0,
+        "size_min": int(sizes.min()),
+        "size_mean": float(sizes.mean()),
+        "size_max": int(sizes.max()),
+        "elements": dict(sorted(elements.items())),
+        "charge_spin": dict(sorted(states.items())),
+    }
+
+
+def data_hash(frames: Sequence[Frame]) -> str:
+    """SHA-256 over numbers, positions, energies, forces, charge and spin (provenance)."""
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(f.numbers.astype(np.int64).tobytes())
+        h.update(np.round(f.positions, 8).tobytes())
+        h.update(np.float64(f.energy).tobytes())
+        h.update(np.round(f.forces, 8).tobytes())
+        h.update(np.array([f.charge, f.spin], dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def split(frames: Sequence[Frame], val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic (train, validation) frame indices; all frames of one ``mol_id`` on the same side.
+
+    Frames without ``mol_id`` are their own group. Groups are shuffled with ``seed`` and taken into
+    validation until it holds at least ``val_fraction`` of the frames (at least one group).
+    """
+    groups: dict[str, list[int]] = {}
+    for i, f in enumerate(frames):
+        groups.setdefault(f.mol_id if f.mol_id is not None else f"#frame{i}", []).append(i)
+    keys = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    target = val_fraction * len(frames)
+    val: list[int] = []
+    train: list[int] = []
+    for rank, k in enumerate(order):
+        idx = groups[keys[k]]
+        if val_fraction > 0 and (len(val) < target or rank == 0) and len(keys) > 1:
+            val.extend(idx)
+        else:
+            train.extend(idx)
+    return sorted(train), sorted(val)
+
+
+# ---------------------------------------------------------------------------------------------- batches
+def make_batches(
+    indices: Sequence[int], frames: Sequence[Frame], max_atoms: int, rng: np.random.Generator | None = None
+) -> list[list[int]]:
+    """Pack frames (shuffled with ``rng`` if given) greedily into batches of at most ``max_atoms`` atoms."""
+    order = list(indices)
+    if rng is not None:
+        order = [order[i] for i in rng.permutation(len(order))]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    n = 0
+    for i in order:
+        size = frames[i].n_atoms
+        if size > max_atoms:
+            raise DataError(f"{frames[i].source}: {size} atoms exceed max_atoms={max_atoms}")
+        if current and n + size > max_atoms:
+            batches.append(current)
+            current, n = [], 0
+        current.append(i)
+        n += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class Batch:
+    """Packed structures: atoms concatenated, edges i -> j (global indices), per-structure labels."""
+
+    species: Tensor  # (N,)
+    positions: Tensor  # (N, 3) float64
+    edge_index: Tensor  # (2, E)
+    shift_vec: Tensor  # (E, 3) float64 cell shift of each edge (Å)
+    batch: Tensor  # (N,)
+    charge: Tensor  # (B,) float64
+    spin: Tensor  # (B,) float64
+    n_atoms: Tensor  # (B,) float64
+    energy: Tensor  # (B,) float64 eV
+    forces: Tensor  # (N, 3) float64 eV/Å
+    frame_ids: list[int]
+
+    @property
+    def n_structures(self) -> int:
+        return int(self.charge.shape[0])
+
+    def edge_vectors(self, rotations: Tensor | None = None) -> Tensor:
+        """r_j - r_i (+ shift) in Å; rotated by each structure's rotation (B, 3, 3) when given."""
+        vec = self.positions[self.edge_index[1]] - self.positions[self.edge_index[0]] + self.shift_vec
+        if rotations is not None:
+            rot = rotations[self.batch[self.edge_index[0]]]
+            vec = torch.einsum("eij,ej->ei", rot, vec)
+        return vec
+
+    def rotated_forces(self, rotations: Tensor) -> Tensor:
+        return torch.einsum("nij,nj->ni", rotations[self.batch], self.forces)
+
+
+class TopologyCache:
+    """Edge topologies per frame (rotation-invariant, so computed once per frame)."""
+
+    def __init__(self, frames: Sequence[Frame], cutoff: float | None) -> None:
+        self.frames = frames
+        self.cutoff = cutoff
+        self._cache: dict[int, Any] = {}
+
+    def __call__(self, i: int):
+        topo = self._cache.get(i)
+        if topo is None:
+            f = self.frames[i]
+            if self.cutoff is None:
+                if f.pbc.any():
+                    raise DataError(f"{f.source}: periodic frame cannot train a global (all-pairs) model")
+                topo = all_pairs(f.n_atoms)
+            else:
+                topo = cutoff_pairs(f.positions, f.cell, f.pbc, self.cutoff)
+            self._cache[i] = topo
+        return topo
+
+
+def collate(frame_ids: Sequence[int], frames: Sequence[Frame], topologies: TopologyCache) -> Batch:
+    species, pos, forces, src, dst, shifts, batch = [], [], [], [], [], [], []
+    offset = 0
+    for b, i in enumerate(frame_ids):
+        f = frames[i]
+        topo = topologies(i)
+        species.append(f.numbers)
+        pos.append(f.positions)
+        forces.append(f.forces)
+        src.append(topo.src + offset)
+        dst.append(topo.dst + offset)
+        shifts.append(topo.shifts.astype(np.float64) @ f.cell)
+        batch.append(np.full(f.n_atoms, b, dtype=np.int64))
+        offset += f.n_atoms
+    sel = [frames[i] for i in frame_ids]
+    return Batch(
+        species=torch.from_numpy(np.concatenate(species)),
+        positions=torch.from_numpy(np.concatenate(pos)),
+        edge_index=torch.from_numpy(np.stack([np.concatenate(src), np.concatenate(dst)])),
+        shift_vec=torch.from_numpy(np.concatenate(shifts).reshape(-1, 3)),
+        batch=torch.from_numpy(np.concatenate(batch)),
+        charge=torch.tensor([float(f.charge) for f in sel], dtype=torch.float64),
+        spin=torch.tensor([float(f.spin) for f in sel], dtype=torch.float64),
+        n_atoms=torch.tensor([float(f.n_atoms) for f in sel], dtype=torch.float64),
+        energy=torch.tensor([f.energy for f in sel], dtype=torch.float64),
+        forces=torch.from_numpy(np.concatenate(forces)),
+        frame_ids=list(frame_ids),
+    )
+
+
+def frame_to_atoms(frame: Frame):
+    """ASE Atoms with info charge/spin (for symmetry_error and the calculators)."""
+    from ase import Atoms
+
+    atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
+    atoms.info.update(charge=frame.charge, spin=frame.spin)
+    return atoms

@@ -1,0 +1,61 @@
+"""``transip-md evaluate``: errors of a compiled model on labelled data, overall and per charge/spin state."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..model import load_compiled
+from .data import TopologyCache, read_frames
+from .metrics import error_sums, metrics_from_sums, per_state_metrics, predict_frames, symmetry_metrics
+
+
+def evaluate_model(
+    model_path: str | os.PathLike,
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    max_atoms: int = 512,
+    symmetry_structures: int = 8,
+    symmetry_rotations: int = 8,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    model = load_compiled(model_path)
+    frames, report = read_frames(data, elements=model.elements, skip_bad=skip_bad)
+    ids = list(range(len(frames)))
+    preds = predict_frames(model.module, frames, ids, TopologyCache(frames, model.cutoff), max_atoms)
+    # Symmetry on structures spread over the set.
+    step = max(1, len(ids) // max(1, symmetry_structures))
+    sym_ids = ids[::step][:symmetry_structures]
+    return {
+        "model": str(model_path),
+        "frames": len(frames),
+        "skipped_frames": report.skipped_frames,
+        "skipped_files": report.skipped_files,
+        "overall": metrics_from_sums(error_sums(frames, preds)),
+        "per_state": per_state_metrics(frames, preds),
+        "symmetry": symmetry_metrics(model, frames, sym_ids, symmetry_rotations),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    cols = [
+        ("frames", "frames", "d"),
+        ("energy_mae_meV", "E MAE meV", ".1f"),
+        ("energy_rmse_meV", "E RMSE meV", ".1f"),
+        ("energy_mae_meV_per_atom", "E MAE meV/at", ".2f"),
+        ("force_mae_meV_per_A", "F MAE meV/Å", ".1f"),
+        ("force_rmse_meV_per_A", "F RMSE meV/Å", ".1f"),
+    ]
+    lines = [f"model {result['model']}: {result['frames']} frames (skipped {result['skipped_frames']})"]
+    header = f"{'state (q/mult)':<15}" + "".join(f"{title:>14}" for _, title, _ in cols)
+    lines += [header, "-" * len(header)]
+    rows = [("all", result["overall"])] + list(result["per_state"].items())
+    for name, m in rows:
+        lines.append(f"{name:<15}" + "".join(f"{m[k]:>14{fmt}}" for k, _, fmt in cols))
+    sym = result.get("symmetry") or {}
+    if sym:
+        lines.append(
+            f"symmetry error: energy std {sym['sym_energy_std_meV']:.3f} meV, "
+            f"rotated-back force RMS {sym['sym_force_rms_meV_per_A']:.3f} meV/Å"
+        )
+    return "\n".join(lines)
