@@ -33,6 +33,15 @@ class Rotary3D(nn.Module):
         return torch.cos(theta), torch.sin(theta)
 
 
+def apply_rotary_inverse(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Inverse of :func:`apply_rotary` (rotation by the negative angles)."""
+    n = cos.shape[-1]
+    x1 = x[..., :n]
+    x2 = x[..., n : 2 * n]
+    rest = x[..., 2 * n :]
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest], dim=-1)
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the leading 2 x 3F dimensions of x (S, H, L, Dh) with cos/sin (S, 1, L, 3F)."""
     n = cos.shape[-1]
@@ -94,8 +103,11 @@ def safe_norm(vec: Tensor) -> Tensor:
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm Transformer block: rotary multi-head attention with an additive bias, then MLP."""
 
-    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, value_rotary: bool = False) -> None:
         super().__init__()
+        #: Rotate values by their token's position and the output back by the query's: the message from
+        #: b to a is then R(p_b - p_a) v_b, so values carry relative geometry too (per-token cost).
+        self.value_rotary = value_rotary
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
@@ -119,11 +131,15 @@ class TransformerBlock(nn.Module):
         v = qkv[:, :, 2].transpose(1, 2)
         q = apply_rotary(q * self.scale, cos, sin)
         k = apply_rotary(k, cos, sin)
+        if self.value_rotary:
+            v = apply_rotary(v, cos, sin)
         if self.use_sdpa:
             o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:
             att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias, dim=-1)
             o = torch.matmul(att, v)
+        if self.value_rotary:
+            o = apply_rotary_inverse(o, cos, sin)
         o = o.transpose(1, 2).reshape(s, length, d)
         h = h + self.out(o)
         return h + self.mlp(self.norm_mlp(h))
@@ -143,7 +159,12 @@ class TransformerBlock(nn.Module):
         q = apply_rotary(q.transpose(1, 2) * self.scale, cos[:, :, :1], sin[:, :, :1])
         k = apply_rotary(kv[:, :, 0].transpose(1, 2), cos, sin)
         v = kv[:, :, 1].transpose(1, 2)
+        if self.value_rotary:
+            v = apply_rotary(v, cos, sin)
         att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias[:, :, :1], dim=-1)
-        o = torch.matmul(att, v).transpose(1, 2).reshape(s, 1, d)
+        o = torch.matmul(att, v)
+        if self.value_rotary:
+            o = apply_rotary_inverse(o, cos[:, :, :1], sin[:, :, :1])
+        o = o.transpose(1, 2).reshape(s, 1, d)
         h0 = h[:, :1] + self.out(o)
         return h0 + self.mlp(self.norm_mlp(h0))

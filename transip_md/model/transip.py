@@ -53,7 +53,10 @@ class TransIP(nn.Module):
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
         self.radial_bias = nn.Linear(config.n_rbf, config.n_heads)
         self.blocks = nn.ModuleList(
-            [TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers)]
+            [
+                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
+                for _ in range(config.n_layers)
+            ]
         )
         self.norm_out = nn.LayerNorm(config.d_model)
         self.head = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.SiLU(), nn.Linear(config.d_model, 1))
