@@ -10,6 +10,22 @@ from ase.build import molecule
 
 from transip_md.model import TransIPConfig, export, random_model
 
+#: Ethanol (atomic numbers, positions in Å), shared by the engine tests.
+ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
+ETHANOL_A = np.array(
+    [
+        [-0.0011, -0.0140, 0.0000],
+        [1.5120, -0.0010, 0.0000],
+        [1.9550, 1.3470, 0.0000],
+        [-0.3910, 1.0070, 0.0000],
+        [-0.3830, -0.5280, 0.8850],
+        [-0.3830, -0.5280, -0.8850],
+        [1.8850, -0.5190, 0.8870],
+        [1.8850, -0.5190, -0.8870],
+        [2.9140, 1.3210, 0.0000],
+    ]
+)
+
 
 def make_model(cutoff: float | None, dtype: str = "float64", seed: int = 0, scale: float = 5.0, **kw):
     """A random TransIP with a visible energy scale (eV) so forces are O(0.1-1) eV/Å."""
@@ -58,3 +74,12 @@ def ethanol() -> Atoms:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Two shared cores: one torch thread per test avoids oversubscription (and is faster at these sizes)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

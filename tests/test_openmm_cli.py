@@ -6,20 +6,11 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.io import write
 
 from transip_md.cli import main
 from transip_md.model import TransIPConfig, export, random_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_md_molecule_csv_xyz(tmp_path, capsys):

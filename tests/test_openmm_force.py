@@ -9,6 +9,7 @@ import openmm.app
 import pytest
 import torch
 from ase import Atoms
+from conftest import ETHANOL_A, ETHANOL_Z
 from openmm import unit
 
 from transip_md.ase import TransIPCalculator
@@ -19,35 +20,12 @@ from transip_md.units import EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
 from transip_md.validation import InputError
 
 KJ = unit.kilojoule_per_mole
-ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
-ETHANOL_A = np.array(
-    [
-        [-0.0011, -0.0140, 0.0000],
-        [1.5120, -0.0010, 0.0000],
-        [1.9550, 1.3470, 0.0000],
-        [-0.3910, 1.0070, 0.0000],
-        [-0.3830, -0.5280, 0.8850],
-        [-0.3830, -0.5280, -0.8850],
-        [1.8850, -0.5190, 0.8870],
-        [1.8850, -0.5190, -0.8870],
-        [2.9140, 1.3210, 0.0000],
-    ]
-)
 # OpenMM reduced-form triclinic box (rows a, b, c in Å): a along x, b in xy, |b_x|,|c_x| <= a_x/2, |c_y| <= b_y/2.
 TRICLINIC_A = np.array([[9.0, 0.0, 0.0], [2.5, 8.6, 0.0], [-3.0, 2.9, 8.8]])
 ORTHO_A = np.diag([8.4, 9.1, 8.7])
 # Float64 agreement of one model evaluated two ways: rounding only (energies of order 1-100 kJ/mol).
 E_TOL_KJ = 1e-8
 F_TOL_KJ_NM = 1e-7
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one torch thread avoids oversubscription (it is also faster at these sizes)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import numpy as np
 import openmm
 import openmm.app as app
 import pytest
-import torch
 from openmm import unit
 from openmmml import MLPotential
 
@@ -30,14 +29,6 @@ ETHANOL_BONDS = [(0, 1), (1, 2), (0, 3), (0, 4), (0, 5), (1, 6), (1, 7), (2, 8)]
 WATERS = [[4.5, 0.0, 0.0], [0.0, 4.0, 1.0], [2.0, -3.0, 2.5]]
 CHARGES = {"C": -0.1, "O": -0.5, "H": 0.1}  # ethanol: 2(-0.1) - 0.5 + 6(0.1) = -0.1 -> fix on the H of OH
 LJ = {"C": (0.34, 0.36), "O": (0.30, 0.65), "H": (0.25, 0.06)}  # sigma nm, epsilon kJ/mol
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -23,25 +23,13 @@ import openmm
 import openmm.app
 import pytest
 import torch
+from conftest import ETHANOL_A, ETHANOL_Z
 from openmm import unit
 
 from transip_md.model import TransIPConfig, export, random_model
 from transip_md.openmm import TransIPForce
 
-ETHANOL_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
-ETHANOL_NM = 0.1 * np.array(
-    [
-        [-0.0011, -0.0140, 0.0000],
-        [1.5120, -0.0010, 0.0000],
-        [1.9550, 1.3470, 0.0000],
-        [-0.3910, 1.0070, 0.0000],
-        [-0.3830, -0.5280, 0.8850],
-        [-0.3830, -0.5280, -0.8850],
-        [1.8850, -0.5190, 0.8870],
-        [1.8850, -0.5190, -0.8870],
-        [2.9140, 1.3210, 0.0000],
-    ]
-)
+ETHANOL_NM = 0.1 * ETHANOL_A
 KJ = unit.kilojoule_per_mole
 RELATIVE_BOUND = 1e-3
 
