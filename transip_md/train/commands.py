@@ -81,6 +81,7 @@ _TRAIN_FLAGS = {
     "max_steps": "max_steps",
     "max_atoms": "max_atoms",
     "max_frames": "max_frames",
+    "max_val_frames": "max_val_frames",
     "lr": "lr",
     "warmup_steps": "warmup_steps",
     "weight_decay": "weight_decay",
@@ -112,6 +113,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-atoms", type=int, help="atoms per (global) batch")
     p.add_argument("--max-frames", type=int, help="use at most this many training frames")
+    p.add_argument(
+        "--max-val-frames", type=int, help="validation frames, independent of --max-frames (0: all held-out frames)"
+    )
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float)
@@ -181,10 +185,17 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import sys
+
+    from .data import DataError
     from .trainer import train
 
     cfg = build_train_config(args)
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except DataError as exc:  # a bad file or frame: name it, no traceback (--skip-bad skips and counts them)
+        print(f"transip-md train: error: {exc} (--skip-bad skips bad frames and unreadable files)", file=sys.stderr)
+        return 2
     if "model" in result:
         last = result["history"][-1] if result["history"] else {}
         print(json.dumps({"model": result["model"], "output": result["output"], "last_epoch": last}, indent=1))

@@ -17,6 +17,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     split_seed: int = 0
     max_frames: int | None = None  # use only the first molecules' frames up to this many (quick runs)
+    # validation frames (an even spread of the held-out ones), independent of max_frames; 0: all of them;
+    # None: max_frames // 4 when max_frames is set, else all
+    max_val_frames: int | None = None
     skip_bad: bool = False
     # model (TransIPConfig keys; ``elements`` default: those in the data)
     model: dict[str, Any] = field(
@@ -67,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"equivariance must be learned, augment or none, got {self.equivariance!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.max_val_frames is not None and self.max_val_frames < 0:
+            raise ValueError(f"max_val_frames must be >= 0 (0: all held-out frames), got {self.max_val_frames}")
         if isinstance(self.data, str):
             self.data = [self.data]
         if isinstance(self.val_data, str):

@@ -151,16 +151,34 @@ class Trainer:
             raise ValueError("no training data: give --data FILE_OR_FOLDER (extxyz, .db, .aselmdb)")
         elements = cfg.model.get("elements")
         frames, report = read_frames(cfg.data, elements=elements, skip_bad=cfg.skip_bad)
-        self.read_report = report
+        reports = [report]
         if cfg.val_data:
             val_frames, vreport = read_frames(cfg.val_data, elements=elements, skip_bad=cfg.skip_bad)
+            reports.append(vreport)
             train_ids = list(range(len(frames)))
             val_ids = list(range(len(frames), len(frames) + len(val_frames)))
             frames = frames + val_frames
         else:
             train_ids, val_ids = split(frames, cfg.val_fraction, cfg.split_seed)
-        if cfg.max_frames is not None:  # evenly spread subsets, so they cover many molecules
+        self.read_report = {
+            key: sum(getattr(r, key) for r in reports) for key in ("files", "frames", "skipped_frames", "skipped_files")
+        }
+        self.read_report["problems"] = [p for r in reports for p in r.problems]
+        skipped = self.read_report["skipped_frames"] + self.read_report["skipped_files"]
+        if skipped and self.info.main:
+            first = "; ".join(self.read_report["problems"][:3])
+            print(
+                f"skip_bad: skipped {self.read_report['skipped_frames']} bad frame(s) and "
+                f"{self.read_report['skipped_files']} unreadable file(s), listed in data_stats.json: {first}",
+                flush=True,
+            )
+        # evenly spread subsets, so they cover many molecules
+        if cfg.max_frames is not None:
             train_ids = _spread(train_ids, cfg.max_frames)
+        if cfg.max_val_frames is not None:  # a fixed validation set, whatever the training size
+            if cfg.max_val_frames > 0:
+                val_ids = _spread(val_ids, cfg.max_val_frames)
+        elif cfg.max_frames is not None:
             val_ids = _spread(val_ids, max(1, cfg.max_frames // 4))
         if not train_ids:
             raise ValueError("no training frames after the split")
@@ -334,7 +352,13 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             (self.out / "data_stats.json").write_text(
                 json.dumps(
-                    {"train": self.stats, "val_frames": len(self.val_ids), "data_hash": self.data_hash}, indent=1
+                    {
+                        "train": self.stats,
+                        "val_frames": len(self.val_ids),
+                        "data_hash": self.data_hash,
+                        "read": self.read_report,
+                    },
+                    indent=1,
                 )
             )
         t0 = time.time()

@@ -1,0 +1,174 @@
+"""`transip-md train` configuration: YAML/TOML config files with CLI overrides, --skip-bad through the trainer,
+and a validation set that does not depend on --max-frames (max_val_frames)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import iread, write
+
+from transip_md.cli import build_parser
+from transip_md.data import default_dataset_path
+from transip_md.model import load_compiled
+from transip_md.train.commands import build_train_config
+from transip_md.train.config import TrainConfig
+from transip_md.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"yaml": REPO / "examples" / "train" / "config.yaml", "toml": REPO / "examples" / "train" / "config.toml"}
+N_FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> tuple[Path, list[Atoms]]:
+    """The first N_FRAMES frames of the shipped data set (a few molecules, several charge/spin states)."""
+    with gzip.open(default_dataset_path(), "rt") as fh:
+        frames = list(iread(fh, index=f":{N_FRAMES}", format="extxyz"))
+    path = tmp_path_factory.mktemp("data") / "small.extxyz"
+    write(path, frames, format="extxyz")
+    assert len({a.info["mol_id"] for a in frames}) >= 2  # so that the split has a validation molecule
+    return path, frames
+
+
+def run_cli(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "transip_md.cli", "train", *args, "--no-progress", "--no-plots", "--threads", "1"]
+    return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_yaml_and_toml_examples_are_the_same_recipe():
+    parser = build_parser()
+    cfgs = {k: build_train_config(parser.parse_args(["train", "--config", str(p)])) for k, p in CONFIGS.items()}
+    assert cfgs["yaml"] == cfgs["toml"]
+    cfg = cfgs["yaml"]
+    # the recipe of docs/training.md (the shipped model), not the defaults
+    assert cfg.model == {
+        **TrainConfig().model,
+        "d_model": 48,
+        "n_layers": 2,
+        "n_heads": 4,
+        "n_rope_freqs": 2,
+        "n_rbf": 32,
+        "rbf_max": 5.0,
+        "cutoff": 5.0,
+    }
+    assert (cfg.epochs, cfg.max_atoms, cfg.lr, cfg.warmup_steps, cfg.dtype) == (6, 128, 3e-3, 50, "float32")
+    assert (cfg.equivariance, cfg.threads, cfg.seed) == ("learned", 1, 0)
+    assert cfg.data == ["transip_md/data/xtb-organics.extxyz.gz"] and cfg.output == "runs/transip-small"
+    assert isinstance(cfg.lr, float)
+
+
+@pytest.mark.parametrize("kind", ["yaml", "toml"])
+def test_config_file_is_used_and_flags_override_it(kind, small_data, tmp_path):
+    data, _ = small_data
+    run = tmp_path / "run"
+    args = ["--config", str(CONFIGS[kind]), "--data", str(data), "-o", str(run), "--max-steps", "2"]
+    args += ["--lr", "0.001", "--heads", "2", "--set", "model.n_rbf=16"]  # overrides (top level, flag, --set)
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = json.loads((run / "config.json").read_text())
+    default = TrainConfig()
+    # from the file (values that differ from the defaults, so they cannot come from them)
+    for key, value in {"epochs": 6, "max_atoms": 128, "lr": 3e-3}.items():
+        assert getattr(default, key) != value
+    assert default.model["d_model"] != 48
+    assert (written["epochs"], written["max_atoms"], written["threads"]) == (6, 128, 1)
+    assert written["model"]["d_model"] == 48 and written["model"]["n_rope_freqs"] == 2
+    assert written["model"]["rbf_max"] == 5.0
+    # from the command line
+    assert written["lr"] == 1e-3 and written["max_steps"] == 2
+    assert written["model"]["n_heads"] == 2 and written["model"]["n_rbf"] == 16
+    assert written["data"] == [str(data)] and written["output"] == str(run)
+    # the model that was trained and exported is the configured one
+    meta = load_compiled(run / "model.pt").metadata["config"]
+    assert (meta["d_model"], meta["n_heads"], meta["n_rbf"], meta["n_rope_freqs"]) == (48, 2, 16, 2)
+    assert meta["dtype"] == "float32"
+    with open(run / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert int(rows[-1]["step"]) == 2
+
+
+def test_skip_bad_through_the_trainer(small_data, tmp_path):
+    _, frames = small_data
+    bad_index = 3
+    frames = [a.copy() for a in frames]
+    for src, dst in zip(small_data[1], frames, strict=True):
+        dst.calc = SinglePointCalculator(dst, energy=src.get_potential_energy(), forces=src.get_forces())
+    no_forces = frames[bad_index]
+    no_forces.calc = SinglePointCalculator(no_forces, energy=small_data[1][bad_index].get_potential_energy())
+    path = tmp_path / "with_bad.extxyz"
+    write(path, frames, format="extxyz")
+    common = ["--data", str(path), "--max-steps", "1", "--d-model", "24", "--heads", "2", "--layers", "1"]
+    common += ["--set", "model.n_rope_freqs=1", "--equivariance", "none"]
+
+    proc = run_cli([*common, "-o", str(tmp_path / "strict")], tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"{path}: frame {bad_index}: frame has no forces" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "strict" / "model.pt").exists()
+
+    run = tmp_path / "skip"
+    proc = run_cli([*common, "-o", str(run), "--skip-bad"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "skipped 1 bad frame(s) and 0 unreadable file(s)" in proc.stdout
+    stats = json.loads((run / "data_stats.json").read_text())
+    assert stats["read"]["skipped_frames"] == 1 and stats["read"]["frames"] == N_FRAMES - 1
+    assert stats["read"]["problems"] == [f"{path}: frame {bad_index}: frame has no forces"]
+    assert stats["train"]["frames"] + stats["val_frames"] == N_FRAMES - 1
+    assert (run / "model.pt").is_file()
+
+
+def _molecules(path: Path, n_mol: int = 24, per_mol: int = 5) -> Path:
+    """Rattled CH4 frames (energies/forces arbitrary: only the frame selection is tested)."""
+    rng = np.random.default_rng(0)
+    base = np.array([[0, 0, 0], [1, 1, 1], [-1, -1, 1], [-1, 1, -1], [1, -1, -1]]) * 0.63
+    frames = []
+    for m in range(n_mol):
+        for k in range(per_mol):
+            a = Atoms("CH4", positions=base + rng.normal(scale=0.03, size=(5, 3)))
+            a.info.update(charge=0, spin=1, mol_id=f"mol{m}", step=k)
+            a.calc = SinglePointCalculator(a, energy=-24.0 + rng.normal(scale=0.1), forces=rng.normal(size=(5, 3)))
+            frames.append(a)
+    write(path, frames, format="extxyz")
+    return path
+
+
+def test_max_val_frames_fixes_the_validation_set(tmp_path):
+    """Different --max-frames select different validation subsets unless max_val_frames is set; with it,
+    every training size is evaluated on the same held-out frames (bench/equivariance.py --val-frames)."""
+    data = _molecules(tmp_path / "ch4.extxyz")
+    model = {"d_model": 24, "n_layers": 1, "n_heads": 2, "n_rope_freqs": 1, "cutoff": 5.0}
+
+    def selection(**kw) -> tuple[list[int], list[int], Trainer]:
+        cfg = TrainConfig(data=[str(data)], output=str(tmp_path / "run"), val_fraction=0.25, model=model, **kw)
+        tr = Trainer(cfg)
+        return tr.train_ids, tr.val_ids, tr
+
+    _, held_out, tr = selection()  # no subsetting: every held-out frame
+    assert len(held_out) == 30  # 6 of 24 molecules x 5 frames
+    val_mols = {tr.frames[i].mol_id for i in held_out}
+    # legacy behaviour: the validation subset shrinks with max_frames (max_frames // 4 frames)
+    assert len(selection(max_frames=20)[1]) == 5 and len(selection(max_frames=80)[1]) == 20
+    fixed = {}
+    for size in (20, 40, 80):
+        train_ids, val_ids, tr = selection(max_frames=size, max_val_frames=12)
+        assert len(train_ids) == size
+        assert {tr.frames[i].mol_id for i in train_ids}.isdisjoint(val_mols)
+        fixed[size] = val_ids
+    assert fixed[20] == fixed[40] == fixed[80]
+    assert len(fixed[20]) == 12 and set(fixed[20]) <= set(held_out)
+    assert len({tr.frames[i].mol_id for i in fixed[20]}) == 6  # an even spread covers every held-out molecule
+    for size in (20, 80):
+        assert selection(max_frames=size, max_val_frames=0)[1] == held_out
+    with pytest.raises(ValueError, match="max_val_frames"):
+        TrainConfig(max_val_frames=-1).check()
