@@ -178,3 +178,36 @@ def test_sdpa_kernel_gives_the_same_energies_and_forces(cutoff, tmp_path):
     out = predict(compiled, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc)
     assert abs(out.energy - ref.energy) < 1e-9
     assert np.abs(out.forces - ref.forces).max() < 1e-9
+
+
+def test_spline_radial_bias_is_smooth_and_flat_beyond_its_range():
+    """Value, slope and curvature of the radial bias are continuous at knots and at r_max (C2)."""
+    from transip_md.model.layers import SplineRadialBias
+
+    torch.manual_seed(1)
+    spline = SplineRadialBias(n_knots=12, r_max=5.0, n_heads=3).double()
+    h = 5.0 / 11
+    points = torch.tensor([h * 3, h * 7, 5.0], dtype=torch.float64)  # two interior knots and r_max
+
+    def value_slope_curvature(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per point and head: b(r), b'(r), b''(r) (each output depends on its own r only)."""
+        r = r.clone().requires_grad_(True)
+        f = spline(r)
+        slopes, curvatures = [], []
+        for k in range(f.shape[1]):
+            (g,) = torch.autograd.grad(f[:, k].sum(), r, create_graph=True)
+            (c,) = torch.autograd.grad(g.sum(), r, retain_graph=True)
+            slopes.append(g.detach())
+            curvatures.append(c)
+        return f.detach(), torch.stack(slopes, 1), torch.stack(curvatures, 1)
+
+    eps = 1e-5
+    fl, gl, cl = value_slope_curvature(points - eps)
+    fr, gr, cr = value_slope_curvature(points + eps)
+    scale = 1.0 + cl.abs().max()
+    assert torch.allclose(fl, fr, atol=1e-4)
+    assert torch.allclose(gl, gr, atol=1e-3 * scale)
+    assert torch.allclose(cl, cr, atol=1e-2 * scale)
+    assert gl.abs().max() > 1e-3  # not vacuously flat
+    far = spline(torch.tensor([5.0, 6.0, 40.0], dtype=torch.float64))
+    assert torch.allclose(far[0], far[1]) and torch.allclose(far[1], far[2])

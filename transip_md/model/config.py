@@ -21,7 +21,8 @@ class TransIPConfig:
     n_layers: int = 2
     n_heads: int = 4
     cutoff: float | None = None
-    n_rbf: int = 8
+    #: Knots of the cubic-spline radial attention bias on [0, rbf_max] (cost independent of this number).
+    n_rbf: int = 64
     #: Largest pair distance the radial basis resolves, Å (default: 2 x cutoff, or 12 Å globally).
     rbf_max: float | None = None
     #: Rotary frequencies per axis; each head needs 6 x n_rope_freqs dimensions.

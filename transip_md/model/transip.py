@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import TransIPConfig
-from .layers import GaussianRBF, Rotary3D, TransformerBlock, log_envelope, pair_distances, safe_norm
+from .layers import Rotary3D, SplineRadialBias, TransformerBlock, log_envelope, pair_distances, safe_norm
 
 
 class TransIP(nn.Module):
@@ -49,9 +49,8 @@ class TransIP(nn.Module):
             nn.Linear(2, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
         )
         self.rope = Rotary3D(config.n_rope_freqs, config.rope_min_wavelength, config.rope_max_wavelength)
-        self.rbf = GaussianRBF(config.n_rbf, config.radial_max)
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
-        self.radial_bias = nn.Linear(config.n_rbf, config.n_heads)
+        self.radial_bias = SplineRadialBias(config.n_rbf, config.radial_max, config.n_heads)
         self.blocks = nn.ModuleList(
             [
                 TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
@@ -154,7 +153,7 @@ class TransIP(nn.Module):
         """
         s, length = tok.shape
         h = self.embed(tok) + cond.unsqueeze(1)
-        bias = self.radial_bias(self.rbf(pair_distances(pos))).permute(0, 3, 1, 2)  # (S, H, L, L)
+        bias = self.radial_bias(pair_distances(pos)).permute(0, 3, 1, 2)  # (S, H, L, L)
         bias = bias + logw.view(s, 1, 1, length)  # key weights: envelope (local) and padding mask
         cos, sin = self.rope(pos)
         cos = cos.unsqueeze(1)
