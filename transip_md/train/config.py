@@ -23,7 +23,7 @@ class TrainConfig:
     skip_bad: bool = False
     # model (TransIPConfig keys; ``elements`` default: those in the data)
     model: dict[str, Any] = field(
-        default_factory=lambda: {"d_model": 64, "n_layers": 2, "n_heads": 4, "cutoff": 5.0, "n_rbf": 32, "rbf_max": 5.0}
+        default_factory=lambda: {"d_model": 64, "n_layers": 2, "n_heads": 4, "cutoff": 5.0, "n_rbf": 64}
     )
     dtype: str = "float32"
     # objective
