@@ -35,7 +35,7 @@ def lammps_time(nprocs: int, data: Path, model: Path, steps: int, work: Path) ->
         data, "metal", [f"plugin load {plugin_path()}", f"pair_style transip {model}", "pair_coeff * * H C N O"]
     )
     lines += ["velocity all create 300 1 loop geom", "fix nve all nve", "timestep 0.0005", "thermo 1000", "run 2"]
-    lines += ["variable t0 equal time", f"run {steps}"]
+    lines += ["variable t0 equal time", f"run {steps} pre no post no"]  # no setup force call in the timing
     script = work / f"bench_{nprocs}.py"
     script.write_text(
         "import json, sys, time\n"
