@@ -82,5 +82,6 @@ exec "$V/bin/lmp.bin" "$@"
 SHEOF
 chmod +x "$PREFIX/venv/bin/lmp"
 "$PREFIX/venv/bin/python" -c "import lammps, lammps.mliap; l=lammps.lammps(cmdargs=['-log','none','-screen','none']); print('build-lammps-mliap: LAMMPS', l.version(), 'packages', l.installed_packages)"
-"$PREFIX/venv/bin/lmp" -h | grep -q ML-IAP
+"$PREFIX/venv/bin/lmp" -h > "$PREFIX/lmp-help.txt"  # (not piped into grep -q: SIGPIPE under pipefail)
+grep -q ML-IAP "$PREFIX/lmp-help.txt" || { echo "build-lammps-mliap: lmp lacks ML-IAP" >&2; exit 1; }
 echo "build-lammps-mliap: done in $(( $(date +%s) - start )) s"

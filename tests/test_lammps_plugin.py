@@ -84,6 +84,20 @@ def test_plugin_matches_ase(plugin, model64, box, units):
     assert np.abs(f).max() > 1e-3  # a non-trivial test
 
 
+@pytest.mark.parametrize("chunk", [0, 5])
+def test_chunked_evaluation_matches_ase(plugin, model64, box, chunk):
+    """`chunk N` evaluates the local atoms N at a time (0: all at once): same numbers either way."""
+    atoms, data = box
+    assert len(atoms) > 3 * 5  # several chunks
+    res = run_lammps(
+        {"commands": setup_lines(data, "metal", pair_lines(plugin, model64, f"chunk {chunk}")) + ["run 0"]}
+    )
+    e, ea, f, w = ase_reference(atoms, model64)
+    assert res["energy"] == pytest.approx(e, rel=1e-12, abs=1e-9)
+    np.testing.assert_allclose(res["forces"], f, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(res["virial"], w, rtol=1e-7, atol=1e-9)
+
+
 def test_charge_and_spin_reach_the_model(plugin, model64, box):
     atoms, data = box
     res = run_lammps(

@@ -211,3 +211,19 @@ def test_spline_radial_bias_is_smooth_and_flat_beyond_its_range():
     assert gl.abs().max() > 1e-3  # not vacuously flat
     far = spline(torch.tensor([5.0, 6.0, 40.0], dtype=torch.float64))
     assert torch.allclose(far[0], far[1]) and torch.allclose(far[1], far[2])
+
+
+def test_chunked_inference_equals_one_pass(tmp_path):
+    """energy_and_gradient in chunks of centres (the engines' path) gives the one-pass numbers."""
+    from transip_md.model import export, load_compiled
+
+    model = make_model(4.0)
+    compiled = load_compiled(export(model, tmp_path / "m.pt"))
+    atoms = water_box(3)
+    ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=0)
+    for m in (model, compiled):
+        for chunk in (7, 32, 80):
+            out = predict(m, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=chunk)
+            assert np.abs(out.energies - ref.energies).max() < 1e-10
+            assert np.abs(out.forces - ref.forces).max() < 1e-10
+            assert np.abs(out.virial - ref.virial).max() < 1e-9

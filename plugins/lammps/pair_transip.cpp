@@ -52,7 +52,7 @@ std::string z_to_symbol(long z)
 
 PairTransIP::PairTransIP(LAMMPS *lmp) :
     Pair(lmp), device(torch::kCPU), loaded(false), cutoff(0.0), energy_factor(1.0), charge(0.0),
-    multiplicity(1.0)
+    multiplicity(1.0), chunk_size(128), has_chunked(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -83,12 +83,13 @@ void PairTransIP::allocate()
   type_to_z.assign(n, -1);
 }
 
-/* pair_style transip MODEL.pt [charge Q] [spin M] */
+/* pair_style transip MODEL.pt [charge Q] [spin M] [chunk N] */
 void PairTransIP::settings(int narg, char **arg)
 {
   if (narg < 1) error->all(FLERR, "Illegal pair_style transip command: pair_style transip MODEL.pt [charge Q] [spin M]");
   model_path = arg[0];
   charge = 0.0;
+  chunk_size = 128;
   multiplicity = 1.0;
   int iarg = 1;
   while (iarg < narg) {
@@ -97,12 +98,15 @@ void PairTransIP::settings(int narg, char **arg)
     if (key == "charge") {
       charge = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
       if (charge != std::floor(charge)) error->all(FLERR, "pair_style transip: charge must be an integer (e), got {}", charge);
+    } else if (key == "chunk") {
+      chunk_size = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (chunk_size < 0) error->all(FLERR, "pair_style transip: chunk must be >= 0 (0: all atoms at once)");
     } else if (key == "spin") {
       multiplicity = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
       if (multiplicity < 1.0 || multiplicity != std::floor(multiplicity))
         error->all(FLERR, "pair_style transip: spin is the multiplicity 2S+1, an integer >= 1, got {}", multiplicity);
     } else {
-      error->all(FLERR, "pair_style transip: unknown keyword {} (allowed: charge Q, spin M)", key);
+      error->all(FLERR, "pair_style transip: unknown keyword {} (allowed: charge Q, spin M, chunk N)", key);
     }
     iarg += 2;
   }
@@ -128,6 +132,7 @@ void PairTransIP::load_model(const std::string &path)
   torch::jit::ExtraFilesMap extra{{"transip_metadata.json", ""}};
   try {
     module = torch::jit::load(path, device, extra);
+    has_chunked = module.find_method("energy_and_gradient").has_value();
   } catch (const std::exception &e) {
     std::string msg = e.what();
     msg = msg.substr(0, msg.find('\n'));
@@ -280,10 +285,18 @@ void PairTransIP::compute(int eflag, int vflag)
   torch::Tensor energies, grad;
   try {
     std::vector<torch::jit::IValue> inputs{t_species, t_index, t_vec, t_charge, t_spin, t_batch, (int64_t) nlocal};
-    energies = module.forward(inputs).toTensor();
-    torch::Tensor total = energies.sum();
-    auto grads = torch::autograd::grad({total}, {t_vec}, {}, false, false, true);
-    grad = grads[0];
+    if (has_chunked) {
+      // local atoms in chunks of chunk_size centres: exact (strict locality), bounded memory
+      inputs.push_back((int64_t) chunk_size);
+      auto out = module.get_method("energy_and_gradient")(inputs).toTuple();
+      energies = out->elements()[0].toTensor();
+      grad = out->elements()[1].toTensor();
+    } else {  // model files written before energy_and_gradient existed
+      energies = module.forward(inputs).toTensor();
+      torch::Tensor total = energies.sum();
+      auto grads = torch::autograd::grad({total}, {t_vec}, {}, false, false, true);
+      grad = grads[0];
+    }
   } catch (const std::exception &e) {
     std::string msg = e.what();
     auto pos = msg.find("transip:");

@@ -1,6 +1,6 @@
 /* pair_style transip: a strictly local TransIP model (TorchScript, libtorch) as a LAMMPS pair style.
 
-   Syntax:  pair_style transip MODEL.pt [charge Q] [spin M]
+   Syntax:  pair_style transip MODEL.pt [charge Q] [spin M] [chunk N]
             pair_coeff * * El1 El2 ...   (one element symbol per atom type)
 
    The model file is a transip-md compiled model (TorchScript + transip_metadata.json). Only local
@@ -49,6 +49,8 @@ class PairTransIP : public Pair {
   std::vector<long> type_to_z;        // index: LAMMPS type (1..ntypes)
   std::string model_dtype;
   double charge, multiplicity;
+  int chunk_size;    // local atoms per model call (energy_and_gradient); 0: all at once
+  bool has_chunked;  // the model file has energy_and_gradient
 };
 
 }    // namespace LAMMPS_NS

@@ -32,6 +32,7 @@ import torch
 
 from ..model.compiled import load_compiled
 from ..model.contract import METADATA_FILE, ModelFileError, check_metadata
+from ..model.evaluate import DEFAULT_CHUNK
 from ..units import LAMMPS_ENERGY_FROM_EV
 from ..validation import symbol
 
@@ -150,8 +151,7 @@ class TransIPMLIAP(_Base):
             ]
         )
         vec = torch.as_tensor(np.asarray(rij, dtype=np.float64), device=dev).reshape(-1, 3).clone()
-        vec.requires_grad_(True)
-        out = self.module(
+        args = (
             species,
             edge_index,
             vec,
@@ -160,9 +160,14 @@ class TransIPMLIAP(_Base):
             torch.zeros(len(species_np), dtype=torch.long, device=dev),
             int(n_centers),
         )
-        (grad,) = torch.autograd.grad(out.sum(), vec, allow_unused=True)
-        if grad is None:
-            grad = torch.zeros_like(vec)
+        if hasattr(self.module, "energy_and_gradient"):  # chunks of local atoms: exact, bounded memory
+            out, grad = self.module.energy_and_gradient(*args, DEFAULT_CHUNK)
+        else:  # model files written before energy_and_gradient existed
+            vec.requires_grad_(True)
+            out = self.module(*args)
+            (grad,) = torch.autograd.grad(out.sum(), vec, allow_unused=True)
+            if grad is None:
+                grad = torch.zeros_like(vec)
         energies = out.detach().to(torch.float64).cpu().numpy() * self._energy_factor
         energies[elems[:n_centers] < 0] = 0.0  # atoms whose type is mapped to NULL
         fij = np.ascontiguousarray(grad.detach().to(torch.float64).cpu().numpy() * self._energy_factor)

@@ -12,6 +12,9 @@ from .compiled import CompiledModel
 from .graph import EdgeTopology, all_pairs, cutoff_pairs, edge_index, edge_vectors
 from .transip import TransIP
 
+#: Centres per chunk for local models at inference (measured: see docs/model.md).
+DEFAULT_CHUNK = 128
+
 
 @dataclass
 class Prediction:
@@ -56,18 +59,22 @@ def predict(
     multiplicity: int = 1,
     virial: bool = False,
     device: torch.device | str = "cpu",
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> Prediction:
-    """Evaluate one structure. Positions and cell in Å; forces by autograd through the edge vectors."""
+    """Evaluate one structure. Positions and cell in Å; forces by autograd through the edge vectors.
+
+    Local models are evaluated ``chunk_size`` centres at a time (exact; bounds memory, keeps cost linear).
+    """
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
     topo = topology(model, positions, cell, pbc)
     pos_t = torch.as_tensor(np.asarray(positions, dtype=np.float64), device=device)
     cell_t = torch.as_tensor(cell, device=device)
-    vec = edge_vectors(pos_t, cell_t, topo).detach().requires_grad_(True)
+    vec = edge_vectors(pos_t, cell_t, topo)
     n = len(numbers)
-    species = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=device)
-    out = _module(model)(
-        species,
+    module = _module(model)
+    args = (
+        torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=device),
         edge_index(topo, device),
         vec,
         torch.tensor([float(charge)], dtype=torch.float64, device=device),
@@ -75,10 +82,14 @@ def predict(
         torch.zeros(n, dtype=torch.long, device=device),
         -1,
     )
+    if hasattr(module, "energy_and_gradient"):
+        out, grad = module.energy_and_gradient(*args, chunk_size)
+    else:  # model files written before energy_and_gradient existed
+        vec = vec.detach().requires_grad_(True)
+        out = module(*args[:2], vec, *args[3:])
+        (grad,) = torch.autograd.grad(out.sum(), vec, allow_unused=True)
+        grad = torch.zeros_like(vec) if grad is None else grad
     total = out.sum()
-    (grad,) = torch.autograd.grad(total, vec, allow_unused=True)
-    if grad is None:
-        grad = torch.zeros_like(vec)
     grad = grad.to(torch.float64)
     src = torch.as_tensor(topo.src, device=device)
     dst = torch.as_tensor(topo.dst, device=device)

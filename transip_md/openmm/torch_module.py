@@ -160,6 +160,32 @@ class TransIPTorchModule(nn.Module):
         return energy.to(torch.float64), forces
 
 
+class TransIPTorchModuleChunked(TransIPTorchModule):
+    """Same module for model files with ``energy_and_gradient``: local models run in chunks of centres.
+
+    The edge gradient dE/dr_ij (eV/Å) from the model is scattered to positions here; chunking bounds the
+    memory and keeps the cost linear in atoms (see docs/model.md).
+    """
+
+    def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        if positions.shape[0] != self.n_particles:
+            raise RuntimeError(
+                "transip: expected positions of " + str(self.n_particles) + " particles, got " + str(positions.shape[0])
+            )
+        if self.use_subset:
+            positions = positions[self.indices]
+        pos = positions.detach().to(self.model_dtype)
+        with torch.no_grad():
+            edge_index, vec = self._edges(pos, boxvectors)
+        energies, g = self.model.energy_and_gradient(
+            self.species, edge_index, vec * self.nm_to_angstrom, self.charge, self.spin, self.batch, -1, 128
+        )
+        # dE/dx_nm: r_ij = x_j - x_i, dE/dr in eV/Å -> kJ/mol/nm
+        g = g.to(pos.dtype) * (self.ev_to_kj_per_mol * self.nm_to_angstrom)
+        grad = torch.zeros_like(pos).index_add(0, edge_index[1], g).index_add(0, edge_index[0], -g)
+        return energies.sum() * self.ev_to_kj_per_mol, grad
+
+
 def build_torch_module(
     model: torch.jit.ScriptModule,
     species: list[int],
@@ -172,5 +198,6 @@ def build_torch_module(
     dtype: torch.dtype,
 ) -> torch.jit.ScriptModule:
     """Script a :class:`TransIPTorchModule` (the compiled model becomes its submodule ``model``)."""
-    module = TransIPTorchModule(model, species, n_particles, indices, cutoff, periodic, charge, multiplicity, dtype)
+    cls = TransIPTorchModuleChunked if hasattr(model, "energy_and_gradient") else TransIPTorchModule
+    module = cls(model, species, n_particles, indices, cutoff, periodic, charge, multiplicity, dtype)
     return torch.jit.script(module.eval())
