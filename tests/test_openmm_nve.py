@@ -1,7 +1,7 @@
 """NVE with TransIPForce: 10 ps at 0.5 fs (20,000 velocity-Verlet steps, float64) conserves total energy.
 
-System: ethanol (9 atoms) with a random-weight float64 global model (smooth by construction: Gaussian
-radial basis, rotary encodings, softmax attention, SiLU MLPs) through the 'python' backend on the
+System: ethanol (9 atoms) with a random-weight float64 global model (smooth by construction: cubic-spline
+radial bias, rotary encodings, softmax attention, SiLU MLPs; energy scale 5 eV) through the 'python' backend on the
 Reference platform (double precision), plus a weak harmonic tether of every atom to its start point
 (k = 200 kJ/mol/nm^2, analytic OpenMM force) so that a random model, which has no repulsive wall or
 bonds, keeps the molecule in the region where it was started instead of letting atoms drift apart.
@@ -40,7 +40,9 @@ def test_nve_energy_conservation_10ps(tmp_path, record_property):
     cfg = TransIPConfig(
         cutoff=None, dtype="float64", d_model=16, n_heads=2, n_layers=1, n_rope_freqs=1, elements=[1, 6, 8]
     )
-    path = export(random_model(cfg, seed=11), tmp_path / "nve.pt")
+    model = random_model(cfg, seed=11)
+    model.energy_scale.fill_(5.0)  # eV: a random model's forces of a few 0.1 eV/Å, like a real molecule's
+    path = export(model, tmp_path / "nve.pt")
     system = openmm.System()
     for z in ETHANOL_Z:
         system.addParticle(openmm.app.Element.getByAtomicNumber(z).mass)

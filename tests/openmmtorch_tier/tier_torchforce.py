@@ -106,7 +106,9 @@ def test_nve_torch_backend(tmp_path):
     cfg = TransIPConfig(
         cutoff=None, dtype="float64", d_model=16, n_heads=2, n_layers=1, n_rope_freqs=1, elements=[1, 6, 8]
     )
-    path = export(random_model(cfg, seed=11), tmp_path / "nve.pt")
+    model = random_model(cfg, seed=11)
+    model.energy_scale.fill_(5.0)  # as in tests/test_openmm_nve.py
+    path = export(model, tmp_path / "nve.pt")
     system = make_system(ETHANOL_Z)
     system.addForce(TransIPForce(path, atomic_numbers=ETHANOL_Z, backend="torch"))
     tether = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
