@@ -131,15 +131,19 @@ class TransIPTorchModule(nn.Module):
         edge_index = torch.stack([torch.cat([i, j]), torch.cat([j, i])])
         return edge_index, torch.cat([d, -d])
 
-    def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """Energy (kJ/mol, float64) and its gradient (kJ/mol/nm, model dtype) for the ML atoms' positions."""
+    def _ml_positions(self, positions: Tensor) -> Tensor:
+        """The ML atoms' positions (nm) in the model dtype, detached; checks the particle count."""
         if positions.shape[0] != self.n_particles:
             raise RuntimeError(
                 "transip: expected positions of " + str(self.n_particles) + " particles, got " + str(positions.shape[0])
             )
         if self.use_subset:
             positions = positions[self.indices]
-        pos = positions.detach().to(self.model_dtype).requires_grad_(True)
+        return positions.detach().to(self.model_dtype)
+
+    def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        """Energy (kJ/mol, float64) and its gradient (kJ/mol/nm, model dtype) for the ML atoms' positions."""
+        pos = self._ml_positions(positions).requires_grad_(True)
         edge_index, vec = self._edges(pos, boxvectors)
         energies = self.model(
             self.species, edge_index, vec * self.nm_to_angstrom, self.charge, self.spin, self.batch, -1
@@ -168,13 +172,7 @@ class TransIPTorchModuleChunked(TransIPTorchModule):
     """
 
     def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        if positions.shape[0] != self.n_particles:
-            raise RuntimeError(
-                "transip: expected positions of " + str(self.n_particles) + " particles, got " + str(positions.shape[0])
-            )
-        if self.use_subset:
-            positions = positions[self.indices]
-        pos = positions.detach().to(self.model_dtype)
+        pos = self._ml_positions(positions)
         with torch.no_grad():
             edge_index, vec = self._edges(pos, boxvectors)
         energies, g = self.model.energy_and_gradient(
