@@ -2,7 +2,8 @@
 
 For water clusters of 20, 100, 500 (and, with the torch backend, 1000) atoms at liquid density, with a
 random-weight local model (cutoff 5 Å, float32 by default), it times
-  raw     the compiled model's forward + autograd backward on a prebuilt edge list (no neighbour search),
+  raw     the compiled model's energy_and_gradient (forward + backward, chunked) on a prebuilt edge list
+          (no neighbour search),
   python  OpenMM VerletIntegrator steps with TransIPForce(backend='python') (PythonForce callback),
   torch   the same with TransIPForce(backend='torch') (openmm-torch TorchForce; needs openmmtorch),
 and reports steps/s and the ratio raw/OpenMM time (the bridge overhead, neighbour search included).
@@ -68,10 +69,11 @@ def time_raw(model, numbers, pos, min_time: float) -> float:
     s = torch.ones(1, dtype=torch.float64)
     batch = torch.zeros(len(numbers), dtype=torch.long)
 
-    def once():
-        vec = vec0.clone().requires_grad_(True)
-        e = model.module(species, ei, vec, q, s, batch, -1).sum()
-        torch.autograd.grad(e, vec)
+    from transip_md.model.evaluate import DEFAULT_CHUNK
+
+    def once():  # the engines' inference entry point (chunked for local models)
+        with torch.jit.optimized_execution(False):  # as the engines run it
+            model.module.energy_and_gradient(species, ei, vec0.clone(), q, s, batch, -1, DEFAULT_CHUNK)
 
     return _timeit(once, min_time)
 

@@ -161,7 +161,8 @@ class TransIPMLIAP(_Base):
             int(n_centers),
         )
         if hasattr(self.module, "energy_and_gradient"):  # chunks of local atoms: exact, bounded memory
-            out, grad = self.module.energy_and_gradient(*args, DEFAULT_CHUNK)
+            with torch.jit.optimized_execution(False):  # as in transip_md.model.evaluate
+                out, grad = self.module.energy_and_gradient(*args, DEFAULT_CHUNK)
         else:  # model files written before energy_and_gradient existed
             vec.requires_grad_(True)
             out = self.module(*args)
