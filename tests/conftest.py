@@ -36,6 +36,17 @@ def make_model(cutoff: float | None, dtype: str = "float64", seed: int = 0, scal
 
 
 @pytest.fixture(scope="session")
+def plugin():
+    """Path of the built pair_style transip plugin; a clear failure (not a skip) when it is missing."""
+    from transip_md.lammps.plugin import PluginNotBuiltError, plugin_path
+
+    try:
+        return plugin_path()
+    except PluginNotBuiltError as exc:
+        pytest.fail(f"{exc} (scripts/install.sh builds it)")
+
+
+@pytest.fixture(scope="session")
 def global_model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "global.pt"
     export(make_model(None), path, {"purpose": "tests"})

@@ -16,7 +16,6 @@ import torch
 
 from transip_md.ase import TransIPCalculator
 from transip_md.lammps.mliap import ENV_CHARGE, TransIPMLIAP, export_mliap, load_mliap
-from transip_md.lammps.plugin import PluginNotBuiltError, plugin_path
 from transip_md.lammps.tools import (
     TYPE_ELEMENTS,
     molecule_box,
@@ -34,14 +33,6 @@ MLIAP_VENV = REPO / "build" / "lammps-mliap" / "venv"
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("lammps_mliap")
-
-
-@pytest.fixture(scope="module")
-def plugin() -> Path:
-    try:
-        return plugin_path()
-    except PluginNotBuiltError as exc:
-        pytest.fail(f"{exc} (scripts/install.sh builds it)")
 
 
 @pytest.fixture(scope="module")

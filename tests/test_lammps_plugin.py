@@ -13,21 +13,12 @@ import numpy as np
 import pytest
 
 from transip_md.ase import TransIPCalculator
-from transip_md.lammps.plugin import PluginNotBuiltError, plugin_path
 from transip_md.lammps.tools import TYPE_ELEMENTS, molecule_box, run_lammps, setup_lines, write_data
 from transip_md.model import TransIPConfig, export, random_model
 from transip_md.units import LAMMPS_ENERGY_FROM_EV
 
 MPIEXEC = Path(sys.prefix) / "bin" / "mpiexec"
 CUTOFF = 4.0
-
-
-@pytest.fixture(scope="module")
-def plugin() -> Path:
-    try:
-        return plugin_path()
-    except PluginNotBuiltError as exc:
-        pytest.fail(f"{exc} (scripts/install.sh builds it)")
 
 
 @pytest.fixture(scope="module")
