@@ -34,19 +34,23 @@ KJ = unit.kilojoule_per_mole
 RELATIVE_BOUND = 1e-3
 
 
-@pytest.mark.slow
-def test_nve_energy_conservation_10ps(tmp_path, record_property):
-    torch.set_num_threads(1)
+def nve_model(folder):
+    """The random float64 global model of the module docstring, exported to folder/nve.pt."""
     cfg = TransIPConfig(
         cutoff=None, dtype="float64", d_model=16, n_heads=2, n_layers=1, n_rope_freqs=1, elements=[1, 6, 8]
     )
     model = random_model(cfg, seed=11)
     model.energy_scale.fill_(5.0)  # eV: a random model's forces of a few 0.1 eV/Å, like a real molecule's
-    path = export(model, tmp_path / "nve.pt")
+    return export(model, folder / "nve.pt")
+
+
+def tethered_ethanol(model_path, backend: str) -> tuple[openmm.Context, openmm.VerletIntegrator]:
+    """Ethanol with TransIPForce (force group 1) plus the weak tether of the module docstring, NVE at 0.5 fs,
+    Reference platform, velocities drawn at 300 K (seed 1)."""
     system = openmm.System()
     for z in ETHANOL_Z:
         system.addParticle(openmm.app.Element.getByAtomicNumber(z).mass)
-    system.addForce(TransIPForce(path, atomic_numbers=ETHANOL_Z, backend="python", force_group=1))
+    system.addForce(TransIPForce(model_path, atomic_numbers=ETHANOL_Z, backend=backend, force_group=1))
     tether = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
     tether.addGlobalParameter("k", 200.0)
     for name in ("x0", "y0", "z0"):
@@ -58,6 +62,13 @@ def test_nve_energy_conservation_10ps(tmp_path, record_property):
     ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(ETHANOL_NM)
     ctx.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    return ctx, integrator
+
+
+@pytest.mark.slow
+def test_nve_energy_conservation_10ps(tmp_path, record_property):
+    torch.set_num_threads(1)
+    ctx, integrator = tethered_ethanol(nve_model(tmp_path), backend="python")
     total, kinetic, ml = [], [], []
     for _ in range(200):  # 200 x 100 steps = 20,000 steps = 10 ps
         integrator.step(100)

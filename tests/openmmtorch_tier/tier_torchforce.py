@@ -101,27 +101,9 @@ def test_nve_torch_backend(tmp_path):
     and bound as tests/test_openmm_nve.py (rms fluctuation and drift < 1e-3 of the mean kinetic energy;
     see there for why), on a shorter run to keep the tier fast."""
     from openmm import unit
-    from test_openmm_nve import ETHANOL_NM, RELATIVE_BOUND
+    from test_openmm_nve import RELATIVE_BOUND, nve_model, tethered_ethanol
 
-    cfg = TransIPConfig(
-        cutoff=None, dtype="float64", d_model=16, n_heads=2, n_layers=1, n_rope_freqs=1, elements=[1, 6, 8]
-    )
-    model = random_model(cfg, seed=11)
-    model.energy_scale.fill_(5.0)  # as in tests/test_openmm_nve.py
-    path = export(model, tmp_path / "nve.pt")
-    system = make_system(ETHANOL_Z)
-    system.addForce(TransIPForce(path, atomic_numbers=ETHANOL_Z, backend="torch"))
-    tether = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
-    tether.addGlobalParameter("k", 200.0)
-    for name in ("x0", "y0", "z0"):
-        tether.addPerParticleParameter(name)
-    for i, p in enumerate(ETHANOL_NM):
-        tether.addParticle(i, list(p))
-    system.addForce(tether)
-    integrator = openmm.VerletIntegrator(0.5 * unit.femtoseconds)
-    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(ETHANOL_NM)
-    ctx.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    ctx, integrator = tethered_ethanol(nve_model(tmp_path), backend="torch")
     total, kinetic = [], []
     for _ in range(40):
         integrator.step(100)
