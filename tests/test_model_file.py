@@ -94,3 +94,14 @@ def test_unknown_element_inside_the_compiled_model(tmp_path):
     compiled = load_compiled(export(make_model(None), tmp_path / "m.pt"))
     with pytest.raises(Exception, match="atomic number 9 is not in this model"):  # torch.jit.Error from TorchScript
         predict(compiled, np.array([6, 9]), np.array([[0.0, 0, 0], [1.4, 0, 0]]))
+
+
+def test_file_without_the_engine_entry_point_is_refused(tmp_path):
+    """A TorchScript file with valid metadata but no energy_and_gradient (older transip-md) gets a clear error."""
+    path = export(make_model(None), tmp_path / "m.pt")
+    extra = {METADATA_FILE: ""}
+    torch.jit.load(str(path), _extra_files=extra)
+    plain = torch.jit.script(torch.nn.Linear(2, 2))
+    torch.jit.save(plain, str(tmp_path / "old.pt"), _extra_files={METADATA_FILE: extra[METADATA_FILE]})
+    with pytest.raises(ModelFileError, match="lacks the energy_and_gradient method"):
+        load_compiled(tmp_path / "old.pt")

@@ -52,7 +52,7 @@ std::string z_to_symbol(long z)
 
 PairTransIP::PairTransIP(LAMMPS *lmp) :
     Pair(lmp), device(torch::kCPU), loaded(false), cutoff(0.0), energy_factor(1.0), charge(0.0),
-    multiplicity(1.0), chunk_size(128), has_chunked(false)
+    multiplicity(1.0), chunk_size(128)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -132,7 +132,9 @@ void PairTransIP::load_model(const std::string &path)
   torch::jit::ExtraFilesMap extra{{"transip_metadata.json", ""}};
   try {
     module = torch::jit::load(path, device, extra);
-    has_chunked = module.find_method("energy_and_gradient").has_value();
+    if (!module.find_method("energy_and_gradient").has_value())
+      error->all(FLERR, "pair_style transip: {} lacks the energy_and_gradient method (written by an older "
+                 "transip-md); re-export it with `transip-md export --checkpoint`", path);
     // The profiling executor's optimised graphs ran 2x slower than the plain interpreter for this model
     // (shapes change with the neighbour count); see transip_md/model/evaluate.py.
     torch::jit::setGraphExecutorOptimize(false);
@@ -280,7 +282,7 @@ void PairTransIP::compute(int eflag, int vflag)
   torch::Tensor t_src = torch::from_blob(src.data(), {n_edges}, opt_l);
   torch::Tensor t_dst = torch::from_blob(dst.data(), {n_edges}, opt_l);
   torch::Tensor t_index = torch::stack({t_src, t_dst}).to(device);
-  torch::Tensor t_vec = torch::from_blob(vec.data(), {n_edges, 3}, opt_d).to(device).clone().requires_grad_(true);
+  torch::Tensor t_vec = torch::from_blob(vec.data(), {n_edges, 3}, opt_d).to(device).clone();
   torch::Tensor t_charge = torch::full({1}, charge, opt_d).to(device);
   torch::Tensor t_spin = torch::full({1}, multiplicity, opt_d).to(device);
   torch::Tensor t_batch = torch::zeros({nall}, opt_l).to(device);
@@ -288,18 +290,11 @@ void PairTransIP::compute(int eflag, int vflag)
   torch::Tensor energies, grad;
   try {
     std::vector<torch::jit::IValue> inputs{t_species, t_index, t_vec, t_charge, t_spin, t_batch, (int64_t) nlocal};
-    if (has_chunked) {
-      // local atoms in chunks of chunk_size centres: exact (strict locality), bounded memory
-      inputs.push_back((int64_t) chunk_size);
-      auto out = module.get_method("energy_and_gradient")(inputs).toTuple();
-      energies = out->elements()[0].toTensor();
-      grad = out->elements()[1].toTensor();
-    } else {  // model files written before energy_and_gradient existed
-      energies = module.forward(inputs).toTensor();
-      torch::Tensor total = energies.sum();
-      auto grads = torch::autograd::grad({total}, {t_vec}, {}, false, false, true);
-      grad = grads[0];
-    }
+    // local atoms in chunks of chunk_size centres: exact (strict locality), bounded memory
+    inputs.push_back((int64_t) chunk_size);
+    auto out = module.get_method("energy_and_gradient")(inputs).toTuple();
+    energies = out->elements()[0].toTensor();
+    grad = out->elements()[1].toTensor();
   } catch (const std::exception &e) {
     std::string msg = e.what();
     auto pos = msg.find("transip:");

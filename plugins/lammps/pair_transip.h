@@ -50,7 +50,6 @@ class PairTransIP : public Pair {
   std::string model_dtype;
   double charge, multiplicity;
   int chunk_size;    // local atoms per model call (energy_and_gradient); 0: all at once
-  bool has_chunked;  // the model file has energy_and_gradient
 };
 
 }    // namespace LAMMPS_NS

@@ -160,15 +160,8 @@ class TransIPMLIAP(_Base):
             torch.zeros(len(species_np), dtype=torch.long, device=dev),
             int(n_centers),
         )
-        if hasattr(self.module, "energy_and_gradient"):  # chunks of local atoms: exact, bounded memory
-            with torch.jit.optimized_execution(False):  # as in transip_md.model.evaluate
-                out, grad = self.module.energy_and_gradient(*args, DEFAULT_CHUNK)
-        else:  # model files written before energy_and_gradient existed
-            vec.requires_grad_(True)
-            out = self.module(*args)
-            (grad,) = torch.autograd.grad(out.sum(), vec, allow_unused=True)
-            if grad is None:
-                grad = torch.zeros_like(vec)
+        with torch.jit.optimized_execution(False):  # as in transip_md.model.evaluate
+            out, grad = self.module.energy_and_gradient(*args, DEFAULT_CHUNK)  # chunks of local atoms
         energies = out.detach().to(torch.float64).cpu().numpy() * self._energy_factor
         energies[elems[:n_centers] < 0] = 0.0  # atoms whose type is mapped to NULL
         fij = np.ascontiguousarray(grad.detach().to(torch.float64).cpu().numpy() * self._energy_factor)

@@ -118,6 +118,11 @@ def load_compiled(path: str | os.PathLike, device: str | torch.device = "cpu") -
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: metadata is not valid JSON: {exc}") from exc
     check_metadata(meta, path)
+    if not hasattr(module, "energy_and_gradient"):
+        raise ModelFileError(
+            f"{path}: model file lacks the energy_and_gradient method the engines call (written by an older "
+            "transip-md); re-export it with `transip-md export --checkpoint`"
+        )
     module.eval()
     return CompiledModel(module=module, metadata=meta, path=path, device=torch.device(device))
 

@@ -86,14 +86,8 @@ def predict(
         torch.zeros(n, dtype=torch.long, device=device),
         -1,
     )
-    if hasattr(module, "energy_and_gradient"):
-        with torch.jit.optimized_execution(False):  # see no_graph_optimization()
-            out, grad = module.energy_and_gradient(*args, chunk_size)
-    else:  # model files written before energy_and_gradient existed
-        vec = vec.detach().requires_grad_(True)
-        out = module(*args[:2], vec, *args[3:])
-        (grad,) = torch.autograd.grad(out.sum(), vec, allow_unused=True)
-        grad = torch.zeros_like(vec) if grad is None else grad
+    with torch.jit.optimized_execution(False):  # see the note above DEFAULT_CHUNK
+        out, grad = module.energy_and_gradient(*args, chunk_size)
     total = out.sum()
     grad = grad.to(torch.float64)
     src = torch.as_tensor(topo.src, device=device)

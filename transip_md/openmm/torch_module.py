@@ -8,8 +8,9 @@
 
 Everything runs inside TorchScript (no Python per step): the edges are built from the positions,
 all pairs i != j for a global model, pairs closer than the cutoff for a local model (minimum image in
-periodic boxes, triclinic included), the compiled model gives per-atom energies in eV, and forces come
-from autograd. Unit factors come from :mod:`transip_md.units` and are baked in as float constants.
+periodic boxes, triclinic included), the compiled model's ``energy_and_gradient`` gives per-atom energies
+in eV and dE/dr_ij by autograd (in chunks of centres), scattered here to forces. Unit factors come
+from :mod:`transip_md.units` and are baked in as float constants.
 
 Minimum image in a reduced triclinic box (a along x, b in the xy plane, |b_x| <= a_x/2, |c_x| <= a_x/2,
 |c_y| <= b_y/2): subtracting c round(d_z/c_z), then b round(d_y/b_y), then a round(d_x/a_x) maps a
@@ -31,6 +32,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..model.evaluate import DEFAULT_CHUNK
 from ..units import EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 
 
@@ -85,6 +87,7 @@ class TransIPTorchModule(nn.Module):
         self.cutoff_nm = float(cutoff) / NM_TO_ANGSTROM if cutoff is not None else 0.0
         self.nm_to_angstrom = float(NM_TO_ANGSTROM)
         self.ev_to_kj_per_mol = float(EV_TO_KJ_PER_MOL)
+        self.chunk_size = int(DEFAULT_CHUNK)
         self.model_dtype = dtype
 
     def _minimum_image(self, d: Tensor, box: Tensor) -> Tensor:
@@ -142,18 +145,21 @@ class TransIPTorchModule(nn.Module):
         return positions.detach().to(self.model_dtype)
 
     def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """Energy (kJ/mol, float64) and its gradient (kJ/mol/nm, model dtype) for the ML atoms' positions."""
-        pos = self._ml_positions(positions).requires_grad_(True)
-        edge_index, vec = self._edges(pos, boxvectors)
-        energies = self.model(
-            self.species, edge_index, vec * self.nm_to_angstrom, self.charge, self.spin, self.batch, -1
+        """Energy (kJ/mol, float64) and its gradient (kJ/mol/nm) for the ML atoms' positions.
+
+        The model's ``energy_and_gradient`` runs local models in chunks of centres (bounded memory, linear
+        cost) and returns dE/dr_ij (eV/Å), scattered to positions here.
+        """
+        pos = self._ml_positions(positions)
+        with torch.no_grad():
+            edge_index, vec = self._edges(pos, boxvectors)
+        energies, g = self.model.energy_and_gradient(
+            self.species, edge_index, vec * self.nm_to_angstrom, self.charge, self.spin, self.batch, -1, self.chunk_size
         )
-        energy = energies.sum() * self.ev_to_kj_per_mol
-        grads = torch.autograd.grad([energy], [pos], allow_unused=True)
-        grad = grads[0]
-        if grad is None:
-            grad = torch.zeros_like(pos)
-        return energy.detach(), grad
+        # dE/dx_nm: r_ij = x_j - x_i, dE/dr in eV/Å -> kJ/mol/nm
+        g = g.to(pos.dtype) * (self.ev_to_kj_per_mol * self.nm_to_angstrom)
+        grad = torch.zeros_like(pos).index_add(0, edge_index[1], g).index_add(0, edge_index[0], -g)
+        return energies.sum() * self.ev_to_kj_per_mol, grad
 
     def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         energy, grad = self.energy_and_gradient(positions, boxvectors)
@@ -162,26 +168,6 @@ class TransIPTorchModule(nn.Module):
             full = torch.zeros_like(positions)
             forces = full.index_copy(0, self.indices, forces)
         return energy.to(torch.float64), forces
-
-
-class TransIPTorchModuleChunked(TransIPTorchModule):
-    """Same module for model files with ``energy_and_gradient``: local models run in chunks of centres.
-
-    The edge gradient dE/dr_ij (eV/Å) from the model is scattered to positions here; chunking bounds the
-    memory and keeps the cost linear in atoms (see docs/model.md).
-    """
-
-    def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        pos = self._ml_positions(positions)
-        with torch.no_grad():
-            edge_index, vec = self._edges(pos, boxvectors)
-        energies, g = self.model.energy_and_gradient(
-            self.species, edge_index, vec * self.nm_to_angstrom, self.charge, self.spin, self.batch, -1, 128
-        )
-        # dE/dx_nm: r_ij = x_j - x_i, dE/dr in eV/Å -> kJ/mol/nm
-        g = g.to(pos.dtype) * (self.ev_to_kj_per_mol * self.nm_to_angstrom)
-        grad = torch.zeros_like(pos).index_add(0, edge_index[1], g).index_add(0, edge_index[0], -g)
-        return energies.sum() * self.ev_to_kj_per_mol, grad
 
 
 def build_torch_module(
@@ -196,6 +182,5 @@ def build_torch_module(
     dtype: torch.dtype,
 ) -> torch.jit.ScriptModule:
     """Script a :class:`TransIPTorchModule` (the compiled model becomes its submodule ``model``)."""
-    cls = TransIPTorchModuleChunked if hasattr(model, "energy_and_gradient") else TransIPTorchModule
-    module = cls(model, species, n_particles, indices, cutoff, periodic, charge, multiplicity, dtype)
+    module = TransIPTorchModule(model, species, n_particles, indices, cutoff, periodic, charge, multiplicity, dtype)
     return torch.jit.script(module.eval())
