@@ -5,7 +5,9 @@ random-weight local model (cutoff 5 Å, float32 by default), it times
   raw     the compiled model's energy_and_gradient (forward + backward, chunked) on a prebuilt edge list
           (no neighbour search),
   python  OpenMM VerletIntegrator steps with TransIPForce(backend='python') (PythonForce callback),
-  torch   the same with TransIPForce(backend='torch') (openmm-torch TorchForce; needs openmmtorch),
+  torch   the same with TransIPForce(backend='torch') (openmm-torch TorchForce; needs openmmtorch), with the
+          default Verlet skin (DEFAULT_SKIN_ANGSTROM in transip_md/openmm/torch_module.py: the pair list is
+          reused between steps until an atom has moved about half the skin),
 and reports steps/s and the ratio raw/OpenMM time (the bridge overhead, neighbour search included).
 
 The main venv (torch 2.13) has no openmm-torch: run there, the script also runs itself in
@@ -157,6 +159,8 @@ def table(rows: list[dict], args) -> str:
         cells.append(f"{tp / tt:.2f}x" if tp and tt else "-")
         lines.append("| " + " | ".join(cells) + " |")
     torch_versions = sorted({r.get("torch_backend_version", r["torch"]) for r in rows})
+    from transip_md.openmm.torch_module import DEFAULT_SKIN_ANGSTROM
+
     note = (
         f"\nCPU ({pyplatform.processor() or pyplatform.machine()}, {os.cpu_count()} cores shared), "
         f"{args.threads} torch/OpenMM thread(s), OpenMM platform {args.platform}, local model cutoff 5 Å "
@@ -164,7 +168,8 @@ def table(rows: list[dict], args) -> str:
         f"raw forward+backward time of the same venv's torch (neighbour search and the bridge included; "
         f"raw ms shown are the main venv's, except rows measured only in the second venv). python backend: main venv "
         f"(torch {rows[0]['torch'] if rows else '?'}); torch backend: openmm-torch TorchForce in "
-        f"build/openmmtorch-venv (torch {', '.join(torch_versions)}).\n"
+        f"build/openmmtorch-venv (torch {', '.join(torch_versions)}), "
+        f"Verlet skin {DEFAULT_SKIN_ANGSTROM} Å (the default).\n"
     )
     return head + "\n".join(lines) + "\n" + note
 

@@ -15,7 +15,7 @@ from openmm import unit
 from transip_md.ase import TransIPCalculator
 from transip_md.model import TransIPConfig, export, load_compiled, random_model
 from transip_md.openmm import SerializationError, TransIPForce, check_serializable, load_model, serialize_system
-from transip_md.openmm.torch_module import build_torch_module
+from transip_md.openmm.torch_module import DEFAULT_BLOCK_ROWS, build_torch_module
 from transip_md.units import EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
 from transip_md.validation import InputError
 
@@ -332,3 +332,166 @@ def test_torch_backend_box_check_at_construction(models, monkeypatch):
     system = make_system([1, 1], np.diag([6.0, 6.0, 6.0]))
     with pytest.raises(InputError, match="box too small for the torch backend"):
         TransIPForce(models["local"], atomic_numbers=[1, 1], system=system, periodic=True, backend="torch")
+
+
+# ----------------------------------------------------------------- the torch module's Verlet list
+def brute_force_pairs(pos_a: np.ndarray, cell_a: np.ndarray | None, cutoff_a: float) -> set[tuple[int, int]]:
+    """Pairs i < j closer than cutoff_a (Å), nearest of the 27 images in a periodic cell (independent of the
+    module's reduced-form brick algorithm; valid when the cell is wider than 2 x cutoff_a)."""
+    shifts = np.zeros((1, 3))
+    if cell_a is not None:
+        grid = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
+        shifts = grid @ cell_a
+    d = pos_a[None, :, None, :] - pos_a[:, None, None, :] + shifts[None, None]
+    dist = np.linalg.norm(d, axis=-1).min(-1)
+    i, j = np.nonzero(np.triu(dist < cutoff_a, k=1))
+    return set(zip(i.tolist(), j.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("cell", [TRICLINIC_A * 2.3, None], ids=["triclinic", "open"])
+@pytest.mark.parametrize("block_rows", [DEFAULT_BLOCK_ROWS, 7])
+def test_blocked_pair_build_matches_brute_force(models, cell, block_rows):
+    """The rebuild scans block_rows rows at a time: 300 atoms span several blocks (the last one partial)."""
+    from transip_md.openmm.force import perpendicular_widths
+
+    assert 300 > 2 * block_rows and 299 % block_rows != 0
+
+    box_cell = TRICLINIC_A * 2.3
+    numbers, pos = random_box_atoms(box_cell, 300, seed=11)
+    pos = pos + np.array([0.4, -1.3, 0.7]) * 10  # outside the reduced cell
+    module = build_torch_module(
+        load_compiled(models["local"]).module,
+        numbers,
+        len(numbers),
+        None,
+        3.5,
+        cell is not None,
+        0,
+        1,
+        torch.float64,
+        block_rows=block_rows,
+    )
+    list_cutoff = 4.5
+    assert cell is None or perpendicular_widths(cell).min() > 2 * list_cutoff
+    box = None if cell is None else torch.tensor(cell * 0.1)
+    pi, pj = module._build_pairs(torch.tensor(pos * 0.1), box, list_cutoff * 0.1)
+    got = list(zip(pi.tolist(), pj.tolist(), strict=True))
+    assert got == sorted(got)  # row-major, i < j: the order of the former full upper-triangle scan
+    expected = brute_force_pairs(pos, cell, list_cutoff)
+    assert len(expected) > 1000  # a dense enough box for the blocks to matter
+    assert set(got) == expected and len(got) == len(expected)
+
+
+def _verlet_module(path, numbers, cell, skin):
+    model = load_compiled(path)
+    return build_torch_module(
+        model.module, numbers, len(numbers), None, model.cutoff, cell is not None, 0, 1, torch.float64, skin=skin
+    )
+
+
+@pytest.mark.parametrize("cell", [TRICLINIC_A * 1.3, None], ids=["triclinic", "open"])
+def test_verlet_list_reuse_is_exact(models, cell):
+    """Energies and forces with a 1 Å skin equal those of a module that searches every call (skin 0) through
+    small moves (list reused; one pair crosses the cutoff meanwhile), a move beyond skin/2, a box change and
+    an atom wrapped by a box vector (each a rebuild); the counters show which calls reused the list."""
+    box_cell = TRICLINIC_A * 1.3  # widths ~11 Å: half width - cutoff > skin, the full skin is used
+    numbers, pos0 = random_box_atoms(box_cell, 40, seed=12)
+    cutoff = 3.5
+    rng = np.random.default_rng(13)
+    # a pair just outside cutoff + 0.1 Å that the small moves bring inside the cutoff while the list is reused
+    dist = {p: np.linalg.norm(pos0[p[1]] - pos0[p[0]]) for p in brute_force_pairs(pos0, None, 9.0)}
+    a, b = min((p for p in dist if dist[p] > cutoff + 0.1), key=lambda p: dist[p])
+    assert dist[(a, b)] < cutoff + 0.3
+    unit_ab = (pos0[b] - pos0[a]) / dist[(a, b)]
+
+    def small_moves(k):  # cumulative displacement of every atom < 0.45 Å (skin/2 less the module's margin)
+        step = rng.uniform(-1, 1, pos0.shape)
+        step *= 0.04 / np.linalg.norm(step, axis=1, keepdims=True)
+        move = k * step
+        move[a] = k * 0.13 * unit_ab
+        move[b] = -k * 0.13 * unit_ab
+        return move
+
+    configs = [("build", pos0, cell)]
+    configs += [("reuse", pos0 + small_moves(k), cell) for k in (1, 2, 3)]
+    assert np.linalg.norm(configs[-1][1][b] - configs[-1][1][a]) < cutoff - 0.2  # the pair crossed the cutoff
+    big = configs[-1][1].copy()
+    big[5] += np.array([0.6, -0.6, 0.52])  # 1 Å more: > 0.49 x skin from the list's positions (moved <= 0.39 Å)
+    configs.append(("build", big, cell))
+    configs.append(("reuse", big, cell))  # unchanged
+    if cell is not None:
+        configs.append(("build", big, cell * 1.002))  # a barostat's box change
+        configs.append(("reuse", big, cell * 1.002))
+        wrapped = big.copy()
+        wrapped[9] -= cell[1]  # an atom wrapped by a box vector: same physics, a rebuild
+        configs.append(("build", wrapped, cell * 1.002))
+    pairs_seen = set()
+    with_skin = _verlet_module(models["local"], numbers, cell, skin=1.0)
+    fresh = _verlet_module(models["local"], numbers, cell, skin=0.0)
+    for step, (expect, pos, c) in enumerate(configs):
+        builds, reuses = with_skin.n_builds, with_skin.n_reuses
+        pos_t = torch.tensor(pos * 0.1)
+        box_t = None if c is None else torch.tensor(c * 0.1)
+        e1, f1 = with_skin(pos_t, box_t)
+        e0, f0 = fresh(pos_t, box_t)
+        assert abs(float(e1) - float(e0)) <= 1e-12 * abs(float(e0)), step
+        scale = float(f0.abs().max())
+        assert scale > 1.0
+        assert float((f1 - f0).abs().max()) <= 1e-12 * scale, step
+        if expect == "build":
+            assert (with_skin.n_builds, with_skin.n_reuses) == (builds + 1, reuses), step
+        else:
+            assert (with_skin.n_builds, with_skin.n_reuses) == (builds, reuses + 1), step
+        pairs_seen.add(frozenset(brute_force_pairs(pos, c, cutoff)))
+    assert len(pairs_seen) > 2  # the neighbour set really changed along the sequence
+    assert fresh.n_reuses == 0 and fresh.n_builds == len(configs)
+
+
+def test_verlet_skin_is_clipped_in_narrow_boxes_and_global_pairs_are_built_once(models):
+    """In a box whose half width leaves less than the skin beyond the cutoff, the list uses the remainder
+    (the minimum image is exact only up to half the width); a global model builds its all-pairs list once."""
+    from transip_md.openmm.force import perpendicular_widths
+
+    numbers, pos = random_box_atoms(TRICLINIC_A, 24, seed=14)
+    module = _verlet_module(models["local"], numbers, TRICLINIC_A, skin=2.0)
+    module(torch.tensor(pos * 0.1), torch.tensor(TRICLINIC_A * 0.1))
+    usable = perpendicular_widths(TRICLINIC_A).min() / 2 - 3.5  # Å, below the 2 Å skin asked for
+    assert 0 < usable < 2.0
+    assert module.reuse_limit_sq == pytest.approx((0.49 * usable * 0.1) ** 2, rel=1e-12)
+    glob = _verlet_module(models["global"], ETHANOL_Z, None, skin=1.0)
+    for k in range(3):
+        e, _ = glob(torch.tensor((ETHANOL_A + 0.5 * k) * 0.1))  # any move: all pairs stay all pairs
+    assert (glob.n_builds, glob.n_reuses) == (1, 2)
+    assert glob.pair_i.numel() == len(ETHANOL_Z) * (len(ETHANOL_Z) - 1) // 2
+    with pytest.raises(ValueError, match="skin"):
+        _verlet_module(models["local"], numbers, TRICLINIC_A, skin=-0.1)
+
+
+def test_skin_reaches_the_torch_module_and_is_validated(models, monkeypatch):
+    """TransIPForce(skin_angstrom=...) builds the torch backend's module with that skin (a stand-in TorchForce
+    records the module: the main venv has no openm-torch) and refuses a negative or non-finite skin."""
+    from transip_md.openmm import force as force_mod
+
+    made = []
+
+    class FakeTorchForce:
+        def __init__(self, module):
+            made.append(module)
+
+        def __getattr__(self, name):  # setOutputsForces, setName, ...: accepted and ignored
+            return lambda *args: None
+
+    class FakeOpenMMTorch:
+        TorchForce = FakeTorchForce
+
+    monkeypatch.setattr(force_mod, "openmmtorch_available", lambda: True)
+    monkeypatch.setattr(force_mod, "_openmmtorch", lambda: FakeOpenMMTorch)
+    system = make_system(ETHANOL_Z, ORTHO_A * 1.3)
+    for skin in (0.0, 0.7):
+        TransIPForce(models["local"], atomic_numbers=ETHANOL_Z, system=system, backend="torch", skin_angstrom=skin)
+        assert made[-1].skin_nm == pytest.approx(skin * 0.1, rel=1e-15)
+    TransIPForce(models["local"], atomic_numbers=ETHANOL_Z, system=system, backend="torch")
+    assert made[-1].skin_nm == pytest.approx(0.1, rel=1e-15)  # the documented 1 Å default
+    for bad in (-0.5, float("nan"), float("inf"), "wide"):
+        with pytest.raises(ValueError, match="skin_angstrom"):
+            TransIPForce(models["local"], atomic_numbers=ETHANOL_Z, system=system, backend="python", skin_angstrom=bad)

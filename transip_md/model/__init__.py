@@ -1,6 +1,6 @@
 """The TransIP network and the compiled-model contract (TorchScript + JSON metadata)."""
 
-from .compiled import CompiledModel, build_metadata, export, load_compiled, random_model
+from .compiled import CompiledModel, build_metadata, eager_model, export, load_compiled, random_model, recompile
 from .config import TransIPConfig
 from .contract import FORMAT_VERSION, ModelFileError
 from .evaluate import Prediction, predict
@@ -15,9 +15,11 @@ __all__ = [
     "TransIP",
     "TransIPConfig",
     "build_metadata",
+    "eager_model",
     "export",
     "load_compiled",
     "predict",
     "random_model",
+    "recompile",
     "symmetry_error",
 ]

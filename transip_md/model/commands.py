@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--attention", choices=["math", "sdpa"], default="math", help="attention kernel baked into the file")
+    p.add_argument(
+        "--recompile", metavar="MODEL", help="rewrite MODEL with this version's code (same weights and metadata)"
+    )
     p.add_argument("--lammps-mliap", metavar="MODEL", help="wrap MODEL for `pair_style mliap unified`")
     p.add_argument("-o", dest="output_opt", help="output file (same as the positional argument)")
     p.add_argument("--charge", type=int, default=0, help="total charge stored in an ML-IAP file (e)")
@@ -41,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
         export_mliap(args.lammps_mliap, output, charge=args.charge, multiplicity=args.spin)
         print(f"wrote {output} (ML-IAP unified; load with `pair_style mliap unified {output} 0`)")
         return 0
+    if args.recompile:
+        from .compiled import recompile
+
+        recompile(args.recompile, output)
+        print(f"wrote {output} (recompiled from {args.recompile})")
+        return 0
     if args.checkpoint:
         from ..train.checkpoint import export_checkpoint
 
@@ -48,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {output} from {args.checkpoint}")
         return 0
     if not args.random:
-        raise SystemExit("transip-md export: choose --random, --checkpoint CKPT or --lammps-mliap MODEL")
+        raise SystemExit(
+            "transip-md export: choose --random, --checkpoint CKPT, --recompile MODEL or --lammps-mliap MODEL"
+        )
     try:
         elements = [atomic_numbers[s.strip()] for s in args.elements.split(",") if s.strip()]
     except KeyError as exc:

@@ -127,6 +127,36 @@ def load_compiled(path: str | os.PathLike, device: str | torch.device = "cpu") -
     return CompiledModel(module=module, metadata=meta, path=path, device=torch.device(device))
 
 
+def eager_model(compiled: CompiledModel) -> TransIP:
+    """The eager :class:`TransIP` behind a model file: the config from its metadata, the weights from its module.
+
+    Used to recompile a file with this version's code (``transip-md export --recompile``) and for
+    ``torch.compile`` (which cannot compile TorchScript). Strict: every tensor must match.
+    """
+    model = TransIP(compiled.config)
+    state = {k: v.detach().clone() for k, v in compiled.module.state_dict().items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{compiled.path}: weights do not match the config in its metadata: {exc}") from exc
+    blocks = compiled.module.blocks
+    kernels = {bool(getattr(blocks, str(i)).use_sdpa) for i in range(len(model.blocks))}
+    model.set_attention_kernel("sdpa" if kernels == {True} else "math")
+    return model.to(compiled.device).eval()
+
+
+def recompile(source: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Rewrite a model file with this transip-md's code: same weights and metadata, new TorchScript."""
+    compiled = load_compiled(source)
+    provenance = dict(compiled.metadata.get("provenance", {}))
+    provenance["recompiled"] = {
+        "from_sha256": compiled.sha256(),
+        "transip_md_version": __version__,
+        "when": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
+    return export(eager_model(compiled), output, provenance)
+
+
 def random_model(config: TransIPConfig, seed: int = 0, reference_energies: dict[int, float] | None = None) -> TransIP:
     """A TransIP with random weights (smoke tests, benchmarks); reference energies in eV optional."""
     torch.manual_seed(seed)

@@ -40,6 +40,9 @@ class TransIP(nn.Module):
         self.n_layers = int(config.n_layers)
         self.n_heads = int(config.n_heads)
         self.use_charge_spin = bool(config.use_charge_spin)
+        #: Local sequences are padded to a multiple of this length (1: no padding). Padding tokens carry zero
+        #: attention weight, so results do not change; ``torch.compile`` uses 8 to limit distinct shapes.
+        self.sequence_multiple = 1
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         for idx, z in enumerate(config.elements):
             z_to_index[z] = idx
@@ -100,6 +103,8 @@ class TransIP(nn.Module):
         counts = torch.bincount(src, minlength=n_centers)
         max_nb = int(counts.max()) if n_edges > 0 else 0
         length = max_nb + 1
+        if self.sequence_multiple > 1:
+            length = (length + self.sequence_multiple - 1) // self.sequence_multiple * self.sequence_multiple
         order = torch.argsort(src, stable=True)
         src_s = src[order]
         offsets = torch.cumsum(counts, 0) - counts
@@ -242,7 +247,9 @@ class TransIP(nn.Module):
 
         A local model is evaluated ``chunk_size`` centres at a time (0: all at once). Strict locality makes
         this exact (each centre's energy uses only its own edges) and bounds the memory and working set,
-        so the cost stays linear in atoms. The engines call this method; training calls ``forward``.
+        so the cost stays linear in atoms. Centres are taken in order of neighbour count, so a chunk's
+        padded length is close to each of its centres' own (padding in a 1,029-atom water box: 26 % extra
+        pair terms for chunks by index, 3.5 % sorted). The engines call this method; training calls ``forward``.
         """
         n_atoms = species.shape[0]
         if n_centers < 0:
@@ -257,27 +264,35 @@ class TransIP(nn.Module):
             return energies.detach(), g
         src = edge_index[0]
         dst = edge_index[1]
-        order = torch.argsort(src, stable=True)
-        src_sorted = src[order]
+        if src.shape[0] > 0 and bool((src >= n_centers).any()):
+            raise RuntimeError("transip: local-mode edges must start at one of the n_centers atoms")
+        # Length bucketing: centres sorted by neighbour count, so each chunk pads to nearly its own length.
+        counts = torch.bincount(src, minlength=n_centers)
+        perm = torch.argsort(counts, stable=True)
+        rank = torch.empty_like(perm)
+        rank[perm] = torch.arange(n_centers, device=src.device)
+        edge_rank = rank[src]
+        order = torch.argsort(edge_rank, stable=True)
         starts = torch.arange(0, n_centers + chunk_size, chunk_size, device=src.device).clamp(max=n_centers)
-        bounds = torch.searchsorted(src_sorted, starts)
+        bounds = torch.searchsorted(edge_rank[order], starts)
         energies = torch.zeros(n_centers, dtype=torch.float64, device=edge_vec.device)
         grad = torch.zeros_like(edge_vec)
         n_chunks = (n_centers + chunk_size - 1) // chunk_size
         for c in range(n_chunks):
             start = c * chunk_size
             stop = min(start + chunk_size, n_centers)
+            centres = perm[start:stop]
             sel = order[int(bounds[c]) : int(bounds[c + 1])]
             width = stop - start
             # the chunk's centres first (renumbered 0..width-1), then every atom as a possible neighbour
-            sub_index = torch.stack([src[sel] - start, dst[sel] + width])
-            sub_species = torch.cat([species[start:stop], species])
-            sub_batch = torch.cat([batch[start:stop], batch])
+            sub_index = torch.stack([edge_rank[sel] - start, dst[sel] + width])
+            sub_species = torch.cat([species[centres], species])
+            sub_batch = torch.cat([batch[centres], batch])
             vec = edge_vec[sel].detach().requires_grad_(True)
             e = self.forward(sub_species, sub_index, vec, charge, spin, sub_batch, width)
             grads = torch.autograd.grad([e.sum()], [vec], allow_unused=True)
             g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
-            energies[start:stop] = e.detach()
+            energies[centres] = e.detach()
             if g is not None:
                 grad[sel] = g
         return energies, grad

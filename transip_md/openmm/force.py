@@ -4,7 +4,7 @@ Two backends compute the same energy and forces from the same model file:
 
 * ``'torch'``: an ``openmmtorch.TorchForce`` holding a TorchScript module generated here
   (:mod:`transip_md.openmm.torch_module`): edges, unit conversion and forces all inside TorchScript,
-  so the model stays on the device (GPU-resident; CUDA graphs through TorchForce properties).
+  so the model stays on the device (GPU-resident); the pair list is a Verlet list with a skin.
   Needs the ``openmmtorch`` package built for the installed torch.
 * ``'python'``: an ``openmm.PythonForce`` whose callback evaluates the model with
   :func:`transip_md.model.predict` (works with any torch; used when ``openmmtorch`` does not import).
@@ -24,10 +24,13 @@ import openmm
 import openmm.app
 import torch
 
+from ..model.accelerate import torch_compiled
 from ..model.compiled import CompiledModel, load_compiled
 from ..model.evaluate import predict
+from ..model.transip import TransIP
 from ..units import ANGSTROM_TO_NM, EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 from ..validation import InputError, check_charge_spin, check_elements
+from .torch_module import DEFAULT_SKIN_ANGSTROM
 
 BACKENDS = ("auto", "torch", "python")
 PRECISIONS = {None: None, "single": torch.float32, "double": torch.float64}
@@ -70,6 +73,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     path = os.path.abspath(os.fspath(path))
     mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
     return _cached_model(path, str(device), dtype, mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_torch_compiled(path: str, device: str, dtype: torch.dtype | None, mtime: float) -> TransIP:
+    return torch_compiled(_cached_model(path, device, dtype, mtime))
+
+
+def load_torch_compiled(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """The model of a file through ``torch.compile`` (:mod:`transip_md.model.accelerate`), once per process."""
+    path = os.path.abspath(os.fspath(path))
+    mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+    return _cached_torch_compiled(path, str(device), dtype, mtime)
 
 
 def topology_atomic_numbers(topology: openmm.app.Topology) -> list[int]:
@@ -120,7 +135,9 @@ class TransIPCompute:
         periodic: bool,
         device: str,
         precision: str | None,
+        torch_compile: bool = False,
     ) -> None:
+        self.torch_compile = bool(torch_compile)
         self.model_path = os.path.abspath(model_path)
         self.numbers = np.asarray(numbers, dtype=np.int64)
         self.charge = int(charge)
@@ -132,6 +149,13 @@ class TransIPCompute:
     @property
     def model(self) -> CompiledModel:
         return load_model(self.model_path, self.device, PRECISIONS[self.precision])
+
+    @property
+    def evaluator(self) -> CompiledModel | TransIP:
+        """What ``predict`` runs: the TorchScript file, or its torch.compile twin with ``torch_compile``."""
+        if self.torch_compile:
+            return load_torch_compiled(self.model_path, self.device, PRECISIONS[self.precision])
+        return self.model
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -150,7 +174,7 @@ class TransIPCompute:
         else:
             cell, pbc = None, None
         pred = predict(
-            self.model,
+            self.evaluator,
             self.numbers,
             np.asarray(positions_nm, dtype=np.float64) * NM_TO_ANGSTROM,
             cell,
@@ -184,6 +208,8 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
     system: openmm.System | None = None,
     force_group: int | None = None,
     properties: dict[str, str] | None = None,
+    skin_angstrom: float = DEFAULT_SKIN_ANGSTROM,
+    torch_compile: bool = False,
 ) -> openmm.Force:
     """An ``openmm.Force`` adding the model's energy and forces for ``atoms`` of a System.
 
@@ -205,14 +231,34 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
         ``atoms`` is None; an OpenMM System's masses do not identify elements.
     system: the System the force will be added to (particle count and box checks); optional.
     force_group: OpenMM force group (0-31) of the returned force.
-    properties: TorchForce properties (torch backend), e.g. ``{'useCUDAGraphs': 'true'}``.
+    properties: TorchForce properties (torch backend), passed through as strings. CUDA graphs are not
+        expected to work with local models (data-dependent shapes); see docs/openmm.md.
+    skin_angstrom: Verlet skin in Å of the torch backend's pair list (local models; ignored by the python
+        backend): candidate pairs within cutoff + skin are kept and reused until an ML atom has moved about
+        half the skin or the box changes; results are exactly those of a fresh search. 0 searches every step.
+        Default :data:`transip_md.openmm.torch_module.DEFAULT_SKIN_ANGSTROM` (1 Å, reasons there).
+    torch_compile: python backend only: run the model through ``torch.compile`` instead of the TorchScript
+        file (same numbers to round-off; the first steps compile for tens of seconds; docs/model.md).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'single' or 'double', got {precision!r}")
+    try:
+        skin_angstrom = float(skin_angstrom)
+    except (TypeError, ValueError):
+        raise ValueError(f"skin_angstrom must be a distance in Å (>= 0), got {skin_angstrom!r}") from None
+    if not (np.isfinite(skin_angstrom) and skin_angstrom >= 0.0):
+        raise ValueError(
+            f"skin_angstrom must be a finite distance >= 0 Å (0 rebuilds the pair list every step), got {skin_angstrom}"
+        )
     if backend == "auto":
-        backend = "torch" if openmmtorch_available() else "python"
+        backend = "torch" if openmmtorch_available() and not torch_compile else "python"
+    if torch_compile and backend != "python":
+        raise ValueError(
+            "torch_compile=True runs the model through torch.compile in the python backend; the torch backend "
+            "(TorchForce) runs the TorchScript file: use backend='python' or torch_compile=False"
+        )
     if backend == "torch" and not openmmtorch_available():
         raise ImportError(
             "backend='torch' needs openmm-torch built for this torch "
@@ -288,7 +334,9 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
 
     # ---- the force
     if backend == "python":
-        compute = TransIPCompute(model_path, numbers, charge, multiplicity, bool(periodic), str(dev), precision)
+        compute = TransIPCompute(
+            model_path, numbers, charge, multiplicity, bool(periodic), str(dev), precision, torch_compile
+        )
         force = openmm.PythonForce(compute)
         if atoms is not None:
             force.setParticles(atoms)
@@ -300,7 +348,16 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
 
         dtype = PRECISIONS[precision] or model.dtype
         module = build_torch_module(
-            model.module, numbers, n_particles, atoms, cutoff, bool(periodic), charge, multiplicity, dtype
+            model.module,
+            numbers,
+            n_particles,
+            atoms,
+            cutoff,
+            bool(periodic),
+            charge,
+            multiplicity,
+            dtype,
+            skin=skin_angstrom,
         )
         force = _openmmtorch().TorchForce(module)
         force.setOutputsForces(True)
