@@ -118,6 +118,8 @@ def test_entry_point_and_create_system(model_path):
         potential.createSystem(eth_top, charge=0, multiplicity=2)
     with pytest.raises(TypeError, match="unknown argument"):
         potential.createSystem(eth_top, charg=1)
+    with pytest.raises(ValueError, match="skin_angstrom"):  # openmm-ml's skinAngstrom reaches TransIPForce
+        potential.createSystem(eth_top, charge=1, multiplicity=2, skinAngstrom=-1.0)
 
 
 def test_create_mixed_system_energy_split(model_path):

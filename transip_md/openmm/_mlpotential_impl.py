@@ -9,6 +9,7 @@ from openmmml.mlpotential import MLPotentialImpl
 
 from .force import TransIPForce, load_model, resolve_device
 from .mlpotential import default_model_path
+from .torch_module import DEFAULT_SKIN_ANGSTROM
 
 #: Keyword arguments that openmm-ml's embeddings pass through to addForces and that are not ours.
 _EMBEDDING_ARGS = {"mlLongRange", "linkAtomDistances"}
@@ -55,8 +56,12 @@ class TransIPPotentialImpl(MLPotentialImpl):
         device: str | None = None,
         periodic: bool | None = None,
         properties: dict[str, str] | None = None,
+        skinAngstrom: float = DEFAULT_SKIN_ANGSTROM,  # noqa: N803 - openmm-ml's spelling
+        torchCompile: bool = False,  # noqa: N803
         **args,
     ) -> None:
+        """Add a TransIPForce; ``skinAngstrom`` (torch backend pair list, Å) and ``torchCompile`` (python
+        backend) are TransIPForce's ``skin_angstrom`` and ``torch_compile``."""
         unknown = set(args) - _EMBEDDING_ARGS
         if unknown:
             raise TypeError(f"MLPotential('transip'): unknown argument(s) {sorted(unknown)}")
@@ -73,5 +78,7 @@ class TransIPPotentialImpl(MLPotentialImpl):
             system=system,
             force_group=forceGroup,
             properties=properties,
+            skin_angstrom=skinAngstrom,
+            torch_compile=torchCompile,
         )
         system.addForce(force)

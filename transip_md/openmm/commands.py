@@ -99,6 +99,8 @@ def run_md(args: argparse.Namespace) -> int:
         backend=args.backend,
         topology=topology,
         system=system,
+        **({} if args.skin is None else {"skin_angstrom": args.skin}),
+        torch_compile=args.torch_compile,
     )
     system.addForce(force)
     dt = args.timestep * unit.femtoseconds
@@ -201,6 +203,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("auto", "torch", "python"), default="auto")
     p.add_argument("--precision", choices=("single", "double"), default=None)
     p.add_argument("--device", default="auto", help="torch device for the model: auto, cpu, cuda, cuda:N")
+    p.add_argument("--skin", type=float, default=None, help="Verlet skin, Å (torch backend; default 1.0)")
+    p.add_argument("--torch-compile", action="store_true", help="run the model through torch.compile (python backend)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_md)
