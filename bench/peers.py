@@ -316,7 +316,13 @@ def main() -> None:
     ap.add_argument("--model", help="TransIP model file (default: the shipped model)")
     ap.add_argument("--backend", default="python", help="OpenMM TransIPForce backend")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--report", action="store_true", help="only rewrite results/peers.md from results/peers.json")
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads((RESULTS / "peers.json").read_text())
+        rows, peak = saved.pop("rows"), saved.pop("peak_gflops")
+        write_report(rows, peak, saved)
+        return
     if args.worker:
         print(json.dumps(work(json.loads(args.worker))))
         return
@@ -354,9 +360,13 @@ def write_report(rows: list[dict], peak: float, base: dict) -> None:
         "",
         f"Command: `python bench/peers.py` (repeats {base['repeats']}); measured GEMM peak {peak:.1f} GFLOP/s.",
         "",
-        "| atoms | engine | TransIP ms/call | MACE ms/call | TransIP/MACE time | TransIP peak RSS MB | "
-        "MACE peak RSS MB | TransIP MFLOP/atom | MACE MFLOP/atom | TransIP % of peak |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "raw: energy + forces of the model alone; ase: Calculator call; openmm / lammps: one MD step (steps/s "
+        "for raw and ase = force calls per second). FLOPs: torch's matmul/attention formulas (element-wise "
+        "work not counted); % of peak against the measured one-thread float32 GEMM peak.",
+        "",
+        "| atoms | engine | TransIP ms/call | MACE ms/call | TransIP steps/s | MACE steps/s | TransIP/MACE time "
+        "| TransIP peak RSS MB | MACE peak RSS MB | TransIP MFLOP/atom | MACE MFLOP/atom | TransIP % of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t, m = r.get("transip", {}), r.get("mace", {})
@@ -365,6 +375,9 @@ def write_report(rows: list[dict], peak: float, base: dict) -> None:
         def ms(x):
             return f"{1000 * x['seconds']:.1f}" if "seconds" in x else x.get("error", "-")[:40]
 
+        def rate(x):
+            return f"{1 / x['seconds']:.2f}" if "seconds" in x else "-"
+
         ratio = f"{t['seconds'] / m['seconds']:.2f}" if "seconds" in t and "seconds" in m else "-"
         mem_t = f"{t['peak_rss_mb']:.0f}" if "peak_rss_mb" in t else "-"
         mem_m = f"{m['peak_rss_mb']:.0f}" if "peak_rss_mb" in m else "-"
@@ -372,7 +385,8 @@ def write_report(rows: list[dict], peak: float, base: dict) -> None:
         fl_m = f"{m['flops'] / n / 1e6:.2f}" if "flops" in m else "-"
         frac = f"{100 * t['flops'] / t['seconds'] / 1e9 / peak:.1f}" if "flops" in t and "seconds" in t else "-"
         lines.append(
-            f"| {n} | {r['engine']} | {ms(t)} | {ms(m)} | {ratio} | {mem_t} | {mem_m} | {fl_t} | {fl_m} | {frac} |"
+            f"| {n} | {r['engine']} | {ms(t)} | {ms(m)} | {rate(t)} | {rate(m)} | {ratio} | {mem_t} | {mem_m} "
+            f"| {fl_t} | {fl_m} | {frac} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)
