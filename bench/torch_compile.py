@@ -6,16 +6,22 @@
 Both paths compute energy + forces (autograd) through ``predict`` with the same chunking; only the
 Transformer differs (TorchScript interpreter vs ``torch.compile``, static shapes; see
 transip_md/model/accelerate.py). The two alternate within one run after warm-up. The first call of the
-compiled path includes compilation and is reported separately. Results: bench/results/torch_compile.md.
+compiled path includes compilation (with an empty inductor cache unless TORCHINDUCTOR_CACHE_DIR is set) and
+is reported separately. Results: bench/results/torch_compile.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+# A cold compile is what a user sees first: give inductor an empty cache unless one is set explicitly.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="transip_inductor_"))
 
 import numpy as np
 import torch

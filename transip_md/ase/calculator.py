@@ -26,7 +26,7 @@ class TransIPCalculator(Calculator):
 
     ``compile=True`` runs the model's Transformer through ``torch.compile`` instead of the TorchScript
     file (same numbers to float round-off; see :mod:`transip_md.model.accelerate`). Off by default: it
-    saved 12-23 % per call on one CPU thread (bench/torch_compile.py) but each new shape compiles for
+    saved 11-28 % per call on one CPU thread (bench/torch_compile.py) but each new shape compiles for
     tens of seconds, so it pays in long runs only.
     """
 
