@@ -8,8 +8,8 @@ round-off). Shapes are compiled statically: local sequence lengths are padded to
 compiles each once (tens of seconds each on CPU).
 
 Measured (bench/torch_compile.py, results in bench/results/torch_compile.md, one CPU thread): 11-28 % less
-time per energy+force call at 21-1,029 atoms, after 17-51 s of compilation (empty inductor cache), so it pays in long runs only;
-the TorchScript file stays the default and the deployment format.
+time per energy+force call at 21-1,029 atoms, after 17-51 s of compilation (empty inductor cache), so it
+pays in long runs only; the TorchScript file stays the default and the deployment format.
 """
 
 from __future__ import annotations
