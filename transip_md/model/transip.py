@@ -91,6 +91,11 @@ class TransIP(nn.Module):
             )
         return idx
 
+    def _check_local_sources(self, src: Tensor, n_centers: int) -> None:
+        """Local mode: every edge must start at one of the first n_centers atoms (ghosts only as targets)."""
+        if src.shape[0] > 0 and bool((src >= n_centers).any()):
+            raise RuntimeError("transip: local-mode edges must start at one of the n_centers atoms")
+
     def _local_sequences(
         self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -98,8 +103,7 @@ class TransIP(nn.Module):
         src = edge_index[0]
         dst = edge_index[1]
         n_edges = src.shape[0]
-        if n_edges > 0 and bool((src >= n_centers).any()):
-            raise RuntimeError("transip: local-mode edges must start at one of the n_centers atoms")
+        self._check_local_sources(src, n_centers)
         counts = torch.bincount(src, minlength=n_centers)
         max_nb = int(counts.max()) if n_edges > 0 else 0
         length = max_nb + 1
@@ -255,17 +259,10 @@ class TransIP(nn.Module):
         if n_centers < 0:
             n_centers = n_atoms
         if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
-            vec = edge_vec.detach().requires_grad_(True)
-            energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers)
-            grads = torch.autograd.grad([energies.sum()], [vec], allow_unused=True)
-            g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
-            if g is None:
-                g = torch.zeros_like(vec)
-            return energies.detach(), g
+            return self._energies_and_edge_grad(species, edge_index, edge_vec, charge, spin, batch, n_centers)
         src = edge_index[0]
         dst = edge_index[1]
-        if src.shape[0] > 0 and bool((src >= n_centers).any()):
-            raise RuntimeError("transip: local-mode edges must start at one of the n_centers atoms")
+        self._check_local_sources(src, n_centers)
         # Length bucketing: centres sorted by neighbour count, so each chunk pads to nearly its own length.
         counts = torch.bincount(src, minlength=n_centers)
         perm = torch.argsort(counts, stable=True)
@@ -288,11 +285,26 @@ class TransIP(nn.Module):
             sub_index = torch.stack([edge_rank[sel] - start, dst[sel] + width])
             sub_species = torch.cat([species[centres], species])
             sub_batch = torch.cat([batch[centres], batch])
-            vec = edge_vec[sel].detach().requires_grad_(True)
-            e = self.forward(sub_species, sub_index, vec, charge, spin, sub_batch, width)
-            grads = torch.autograd.grad([e.sum()], [vec], allow_unused=True)
-            g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
-            energies[centres] = e.detach()
-            if g is not None:
-                grad[sel] = g
+            e, g = self._energies_and_edge_grad(sub_species, sub_index, edge_vec[sel], charge, spin, sub_batch, width)
+            energies[centres] = e
+            grad[sel] = g
         return energies, grad
+
+    def _energies_and_edge_grad(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int,
+    ) -> tuple[Tensor, Tensor]:
+        """One pass of ``forward`` and autograd: per-atom energies (eV, detached) and dE/d(edge_vec) (eV/Å)."""
+        vec = edge_vec.detach().requires_grad_(True)
+        energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers)
+        grads = torch.autograd.grad([energies.sum()], [vec], allow_unused=True)
+        g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
+        if g is None:
+            g = torch.zeros_like(vec)
+        return energies.detach(), g

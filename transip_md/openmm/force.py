@@ -30,7 +30,7 @@ from ..model.evaluate import predict
 from ..model.transip import TransIP
 from ..units import ANGSTROM_TO_NM, EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 from ..validation import InputError, check_charge_spin, check_elements
-from .torch_module import DEFAULT_SKIN_ANGSTROM
+from .torch_module import DEFAULT_SKIN_ANGSTROM, checked_skin
 
 BACKENDS = ("auto", "torch", "python")
 PRECISIONS = {None: None, "single": torch.float32, "double": torch.float64}
@@ -68,11 +68,18 @@ def _cached_model(path: str, device: str, dtype: torch.dtype | None, mtime: floa
     return model
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Load a compiled model once per (file, device, dtype) and reuse it (a changed file is reloaded)."""
+def _cache_key(
+    path: str | os.PathLike, device: str | torch.device, dtype: torch.dtype | None
+) -> tuple[str, str, torch.dtype | None, float]:
+    """(absolute path, device, dtype, modification time): a changed file gets a new key and is reloaded."""
     path = os.path.abspath(os.fspath(path))
     mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
-    return _cached_model(path, str(device), dtype, mtime)
+    return path, str(device), dtype, mtime
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """Load a compiled model once per (file, device, dtype) and reuse it (a changed file is reloaded)."""
+    return _cached_model(*_cache_key(path, device, dtype))
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,9 +89,7 @@ def _cached_torch_compiled(path: str, device: str, dtype: torch.dtype | None, mt
 
 def load_torch_compiled(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """The model of a file through ``torch.compile`` (:mod:`transip_md.model.accelerate`), once per process."""
-    path = os.path.abspath(os.fspath(path))
-    mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
-    return _cached_torch_compiled(path, str(device), dtype, mtime)
+    return _cached_torch_compiled(*_cache_key(path, device, dtype))
 
 
 def topology_atomic_numbers(topology: openmm.app.Topology) -> list[int]:
@@ -244,14 +249,7 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'single' or 'double', got {precision!r}")
-    try:
-        skin_angstrom = float(skin_angstrom)
-    except (TypeError, ValueError):
-        raise ValueError(f"skin_angstrom must be a distance in Å (>= 0), got {skin_angstrom!r}") from None
-    if not (np.isfinite(skin_angstrom) and skin_angstrom >= 0.0):
-        raise ValueError(
-            f"skin_angstrom must be a finite distance >= 0 Å (0 rebuilds the pair list every step), got {skin_angstrom}"
-        )
+    skin_angstrom = checked_skin(skin_angstrom, "skin_angstrom")
     if backend == "auto":
         backend = "torch" if openmmtorch_available() and not torch_compile else "python"
     if torch_compile and backend != "python":

@@ -64,6 +64,19 @@ DEFAULT_BLOCK_ROWS = 64
 REUSE_FRACTION = 0.49
 
 
+def checked_skin(value: object, name: str = "skin") -> float:
+    """``value`` as a Verlet skin in Å (a finite float >= 0); a ValueError naming ``name`` otherwise."""
+    try:
+        skin = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        skin = math.nan
+    if not (math.isfinite(skin) and skin >= 0.0):
+        raise ValueError(
+            f"{name} must be a finite distance >= 0 Å (0 rebuilds the pair list every step), got {value!r}"
+        )
+    return skin
+
+
 class TransIPTorchModule(nn.Module):
     """Wrap a loaded compiled TransIP model for OpenMM (see the module docstring for I/O).
 
@@ -99,9 +112,7 @@ class TransIPTorchModule(nn.Module):
         super().__init__()
         if periodic and cutoff is None:
             raise ValueError("a global (all-pairs) model cannot be periodic")
-        skin = float(skin)
-        if not (math.isfinite(skin) and skin >= 0.0):
-            raise ValueError(f"skin must be a finite distance >= 0 Å (0 rebuilds the pair list every call), got {skin}")
+        skin = checked_skin(skin)
         if int(block_rows) < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
         self.model = model.to(dtype)
