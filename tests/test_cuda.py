@@ -9,6 +9,7 @@ import torch
 from conftest import ethanol, make_model, water_box
 
 from transip_md.model import export, load_compiled, predict
+from transip_md.units import ANGSTROM_TO_NM
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU and a CUDA build of torch (none on this machine)"
@@ -48,8 +49,8 @@ def test_openmm_torch_module_on_cuda_matches_cpu(tmp_path):
 
     path = export(make_model(4.0), tmp_path / "m.pt")
     atoms = water_box(3)
-    pos_nm = torch.tensor(atoms.positions * 0.1)
-    box_nm = torch.tensor(atoms.cell.array * 0.1)
+    pos_nm = torch.tensor(atoms.positions * ANGSTROM_TO_NM)
+    box_nm = torch.tensor(atoms.cell.array * ANGSTROM_TO_NM)
     out = {}
     for device in ("cpu", "cuda"):
         compiled = load_compiled(path, device)

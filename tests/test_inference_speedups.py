@@ -95,7 +95,7 @@ def test_openmm_python_backend_torch_compile_flag(tmp_path):
 
     from transip_md.ase import TransIPCalculator
     from transip_md.openmm import TransIPForce
-    from transip_md.units import EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
+    from transip_md.units import ANGSTROM_TO_NM, EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
 
     path = str(export(make_model(4.0), tmp_path / "m.pt"))
     atoms = ethanol()
@@ -106,7 +106,7 @@ def test_openmm_python_backend_torch_compile_flag(tmp_path):
         TransIPForce(path, atomic_numbers=atoms.numbers.tolist(), backend="torch", torch_compile=True)
     system.addForce(TransIPForce(path, atomic_numbers=atoms.numbers.tolist(), backend="auto", torch_compile=True))
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(atoms.positions * 0.1)
+    ctx.setPositions(atoms.positions * ANGSTROM_TO_NM)
     state = ctx.getState(getEnergy=True, getForces=True)
     energy = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
     forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)

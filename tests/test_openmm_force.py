@@ -16,7 +16,7 @@ from transip_md.ase import TransIPCalculator
 from transip_md.model import TransIPConfig, export, load_compiled, random_model
 from transip_md.openmm import SerializationError, TransIPForce, check_serializable, load_model, serialize_system
 from transip_md.openmm.torch_module import DEFAULT_BLOCK_ROWS, build_torch_module
-from transip_md.units import EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
+from transip_md.units import ANGSTROM_TO_NM, EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL
 from transip_md.validation import InputError
 
 KJ = unit.kilojoule_per_mole
@@ -68,7 +68,7 @@ def make_system(numbers, cell_a=None) -> openmm.System:
     for z in numbers:
         system.addParticle(openmm.app.Element.getByAtomicNumber(int(z)).mass)
     if cell_a is not None:
-        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in cell_a])
+        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) * ANGSTROM_TO_NM for row in cell_a])
     return system
 
 
@@ -76,8 +76,8 @@ def openmm_eval(system, pos_a, platform="Reference", cell_a=None):
     props = {"Threads": "1"} if platform == "CPU" else {}
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform), props)
     if cell_a is not None:
-        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in cell_a])
-    ctx.setPositions(pos_a * 0.1)
+        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) * ANGSTROM_TO_NM for row in cell_a])
+    ctx.setPositions(pos_a * ANGSTROM_TO_NM)
     st = ctx.getState(getEnergy=True, getForces=True)
     e = st.getPotentialEnergy().value_in_unit(KJ)
     f = st.getForces(asNumpy=True).value_in_unit(KJ / unit.nanometer)
@@ -135,7 +135,7 @@ def test_small_box_python_backend_sees_all_images_torch_module_refuses(models):
     np.testing.assert_allclose(f, f_ref, atol=F_TOL_KJ_NM, rtol=0)
     module = build_torch_module(load_compiled(models["local"]).module, numbers, 4, None, 3.5, True, 0, 1, torch.float64)
     with pytest.raises((RuntimeError, torch.jit.Error), match="too small"):
-        module(torch.tensor(pos * 0.1), torch.tensor(cell * 0.1))
+        module(torch.tensor(pos * ANGSTROM_TO_NM), torch.tensor(cell * ANGSTROM_TO_NM))
 
 
 # ----------------------------------------------------------------- the 'torch' backend's module, called directly
@@ -152,8 +152,8 @@ def torch_module_eval(path, numbers, pos_a, cell_a, n_particles=None, indices=No
         1,
         dtype,
     )
-    pos = torch.tensor(pos_a * 0.1, dtype=dtype)  # nm, as OpenMM passes them
-    box = None if cell_a is None else torch.tensor(cell_a * 0.1, dtype=dtype)
+    pos = torch.tensor(pos_a * ANGSTROM_TO_NM, dtype=dtype)  # nm, as OpenMM passes them
+    box = None if cell_a is None else torch.tensor(cell_a * ANGSTROM_TO_NM, dtype=dtype)
     energy, forces = module(pos, box)
     assert energy.dtype == torch.float64 and energy.dim() == 0
     assert forces.dtype == dtype and forces.shape == pos.shape
@@ -224,7 +224,7 @@ def test_force_group_and_model_reuse(models):
     system = make_system(ETHANOL_Z)
     system.addForce(f1)
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(ETHANOL_A * 0.1)
+    ctx.setPositions(ETHANOL_A * ANGSTROM_TO_NM)
     e5 = ctx.getState(getEnergy=True, groups={5}).getPotentialEnergy().value_in_unit(KJ)
     e0 = ctx.getState(getEnergy=True, groups={0}).getPotentialEnergy().value_in_unit(KJ)
     assert e0 == 0.0 and e5 != 0.0
@@ -296,7 +296,7 @@ def test_bad_input_errors(models):
     res = box_top.addResidue("MOL", box_top.addChain())
     for z in ETHANOL_Z:
         box_top.addAtom("X", openmm.app.Element.getByAtomicNumber(z), res)
-    box_top.setPeriodicBoxVectors([openmm.Vec3(*row) * 0.1 for row in ORTHO_A])
+    box_top.setPeriodicBoxVectors([openmm.Vec3(*row) * ANGSTROM_TO_NM for row in ORTHO_A])
     with pytest.raises(InputError, match="global .all-pairs. model cannot run a periodic system"):
         TransIPForce(g, topology=box_top, backend="python")
     with pytest.raises(InputError, match="global .all-pairs. model cannot run a periodic system"):
@@ -373,8 +373,8 @@ def test_blocked_pair_build_matches_brute_force(models, cell, block_rows):
     )
     list_cutoff = 4.5
     assert cell is None or perpendicular_widths(cell).min() > 2 * list_cutoff
-    box = None if cell is None else torch.tensor(cell * 0.1)
-    pi, pj = module._build_pairs(torch.tensor(pos * 0.1), box, list_cutoff * 0.1)
+    box = None if cell is None else torch.tensor(cell * ANGSTROM_TO_NM)
+    pi, pj = module._build_pairs(torch.tensor(pos * ANGSTROM_TO_NM), box, list_cutoff * ANGSTROM_TO_NM)
     got = list(zip(pi.tolist(), pj.tolist(), strict=True))
     assert got == sorted(got)  # row-major, i < j: the order of the former full upper-triangle scan
     expected = brute_force_pairs(pos, cell, list_cutoff)
@@ -430,8 +430,8 @@ def test_verlet_list_reuse_is_exact(models, cell):
     fresh = _verlet_module(models["local"], numbers, cell, skin=0.0)
     for step, (expect, pos, c) in enumerate(configs):
         builds, reuses = with_skin.n_builds, with_skin.n_reuses
-        pos_t = torch.tensor(pos * 0.1)
-        box_t = None if c is None else torch.tensor(c * 0.1)
+        pos_t = torch.tensor(pos * ANGSTROM_TO_NM)
+        box_t = None if c is None else torch.tensor(c * ANGSTROM_TO_NM)
         e1, f1 = with_skin(pos_t, box_t)
         e0, f0 = fresh(pos_t, box_t)
         assert abs(float(e1) - float(e0)) <= 1e-12 * abs(float(e0)), step
@@ -454,13 +454,13 @@ def test_verlet_skin_is_clipped_in_narrow_boxes_and_global_pairs_are_built_once(
 
     numbers, pos = random_box_atoms(TRICLINIC_A, 24, seed=14)
     module = _verlet_module(models["local"], numbers, TRICLINIC_A, skin=2.0)
-    module(torch.tensor(pos * 0.1), torch.tensor(TRICLINIC_A * 0.1))
+    module(torch.tensor(pos * ANGSTROM_TO_NM), torch.tensor(TRICLINIC_A * ANGSTROM_TO_NM))
     usable = perpendicular_widths(TRICLINIC_A).min() / 2 - 3.5  # Å, below the 2 Å skin asked for
     assert 0 < usable < 2.0
-    assert module.reuse_limit_sq == pytest.approx((0.49 * usable * 0.1) ** 2, rel=1e-12)
+    assert module.reuse_limit_sq == pytest.approx((0.49 * usable * ANGSTROM_TO_NM) ** 2, rel=1e-12)
     glob = _verlet_module(models["global"], ETHANOL_Z, None, skin=1.0)
     for k in range(3):
-        e, _ = glob(torch.tensor((ETHANOL_A + 0.5 * k) * 0.1))  # any move: all pairs stay all pairs
+        e, _ = glob(torch.tensor((ETHANOL_A + 0.5 * k) * ANGSTROM_TO_NM))  # any move: all pairs stay all pairs
     assert (glob.n_builds, glob.n_reuses) == (1, 2)
     assert glob.pair_i.numel() == len(ETHANOL_Z) * (len(ETHANOL_Z) - 1) // 2
     with pytest.raises(ValueError, match="skin"):
@@ -489,7 +489,7 @@ def test_skin_reaches_the_torch_module_and_is_validated(models, monkeypatch):
     system = make_system(ETHANOL_Z, ORTHO_A * 1.3)
     for skin in (0.0, 0.7):
         TransIPForce(models["local"], atomic_numbers=ETHANOL_Z, system=system, backend="torch", skin_angstrom=skin)
-        assert made[-1].skin_nm == pytest.approx(skin * 0.1, rel=1e-15)
+        assert made[-1].skin_nm == pytest.approx(skin * ANGSTROM_TO_NM, rel=1e-15)
     TransIPForce(models["local"], atomic_numbers=ETHANOL_Z, system=system, backend="torch")
     assert made[-1].skin_nm == pytest.approx(0.1, rel=1e-15)  # the documented 1 Å default
     for bad in (-0.5, float("nan"), float("inf"), "wide"):

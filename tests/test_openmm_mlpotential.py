@@ -11,7 +11,7 @@ from openmmml import MLPotential
 
 from transip_md.ase import TransIPCalculator
 from transip_md.model import TransIPConfig, export, random_model
-from transip_md.units import EV_TO_KJ_PER_MOL
+from transip_md.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL
 
 KJ = unit.kilojoule_per_mole
 ETHANOL = [
@@ -54,7 +54,7 @@ def build():
         top.addBond(o, h1)
         top.addBond(o, h2)
         pos += [w, [w[0] + 0.9572, w[1], w[2]], [w[0] - 0.24, w[1] + 0.927, w[2]]]
-    pos_nm = np.array(pos) * 0.1
+    pos_nm = np.array(pos) * ANGSTROM_TO_NM
     return top, pos_nm
 
 

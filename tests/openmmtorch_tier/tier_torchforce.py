@@ -35,6 +35,7 @@ from test_openmm_mlpotential import build, energy, ml_reference, mm_system  # no
 
 from transip_md.model import TransIPConfig, export, random_model  # noqa: E402
 from transip_md.openmm import SerializationError, TransIPForce, serialize_system  # noqa: E402
+from transip_md.units import ANGSTROM_TO_NM  # noqa: E402
 
 E_TOL = 1e-8
 F_TOL = 1e-7
@@ -174,10 +175,10 @@ def test_verlet_skin_trajectory_equals_search_every_step(models):
         )
         integrator = openmm.VerletIntegrator(0.0005)
         ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-        ctx.setPositions(pos * 0.1)
+        ctx.setPositions(pos * ANGSTROM_TO_NM)
         ctx.setVelocitiesToTemperature(600, 17)
         integrator.step(200)
         finals[skin] = ctx.getState(getPositions=True).getPositions(asNumpy=True)._value
-    moved = np.linalg.norm(finals[0.0] - pos * 0.1, axis=1).max()
-    assert moved > 0.1 * 0.65 / 2  # far enough (nm) that the list must have been rebuilt along the way
+    moved = np.linalg.norm(finals[0.0] - pos * ANGSTROM_TO_NM, axis=1).max()
+    assert moved > 0.65 * ANGSTROM_TO_NM / 2  # far enough (nm) that the list must have been rebuilt along the way
     np.testing.assert_allclose(finals[1.0], finals[0.0], atol=1e-10, rtol=0)
