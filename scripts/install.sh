@@ -8,6 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# pip's wheel cache would keep a second copy of every download (about 4 GB for the CUDA build of torch
+# 2.12 that the openmm-torch venv needs): install without it.
+export PIP_NO_CACHE_DIR=1
+# Disk: the full install takes about 7.5 GB (main venv 2.1 GB, openmm-torch venv 4.8 GB, the LAMMPS
+# builds 0.3 GB plus about 1 GB of build files while they compile). Say so before starting, not midway.
+NEED_GB=$([ "${TRANSIP_MINIMAL:-0}" = "1" ] && echo 3 || echo 8)
+FREE_GB=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "$FREE_GB" -lt "$NEED_GB" ]; then
+  echo "install: about $NEED_GB GB of free disk is needed in $(pwd); only $FREE_GB GB is free." \
+       "Free some space (or use TRANSIP_MINIMAL=1 for the Python package alone, about 3 GB)." >&2
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
