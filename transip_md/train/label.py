@@ -148,7 +148,7 @@ def label_molecule(mol_id: str, smiles: str, index: int, cfg: LabelConfig) -> tu
     from ase import units
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     stats = {"frames": 0, "rejected": 0, "scf_failures": 0, "parity_skipped": 0, "no_conformer": 0}
     rng = np.random.default_rng([cfg.seed, index])
@@ -165,7 +165,7 @@ def label_molecule(mol_id: str, smiles: str, index: int, cfg: LabelConfig) -> tu
         atoms = atoms0.copy()
         atoms.info.update(charge=charge, spin=mult)
         atoms.calc = make_calculator(cfg, charge, mult)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+        thermalize_momenta(atoms, temperature, rng=rng)
         dyn = Langevin(
             atoms,
             timestep=cfg.timestep_fs * units.fs,
