@@ -11,9 +11,15 @@ PY=${PYTHON:-python3}
 # pip's wheel cache would keep a second copy of every download (about 4 GB for the CUDA build of torch
 # 2.12 that the openmm-torch venv needs): install without it.
 export PIP_NO_CACHE_DIR=1
-# Disk: the full install takes about 7.5 GB (main venv 2.1 GB, openmm-torch venv 4.8 GB, the LAMMPS
-# builds 0.3 GB plus about 1 GB of build files while they compile). Say so before starting, not midway.
-NEED_GB=$([ "${TRANSIP_MINIMAL:-0}" = "1" ] && echo 3 || echo 8)
+# Disk, checked before anything is installed rather than found short midway: the main venv takes about
+# 3 GB with pip's working files, the openmm-torch venv about 5 GB (4.8 GB installed), the two LAMMPS
+# builds 0.1 GB plus about 1 GB of build files while they compile (inside the 1 GB kept free for re-runs).
+# A fresh full install peaks at about 8 GB; only the parts not yet installed are counted.
+OPENMMTORCH_VENV=${TRANSIP_OPENMMTORCH_VENV:-build/openmmtorch-venv}
+NEED_GB=0
+[ -x .venv/bin/python ] || NEED_GB=3
+if [ "${TRANSIP_MINIMAL:-0}" != "1" ] && [ ! -x "$OPENMMTORCH_VENV/bin/python" ]; then NEED_GB=$((NEED_GB + 5)); fi
+[ "$NEED_GB" -gt 0 ] || NEED_GB=1
 FREE_GB=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
 if [ "$FREE_GB" -lt "$NEED_GB" ]; then
   echo "install: about $NEED_GB GB of free disk is needed in $(pwd); only $FREE_GB GB is free." \

@@ -6,9 +6,9 @@ Both scripts refuse to start, with a message that names what is missing, instead
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _fake_df(folder: Path, free_kib: int) -> dict[str, str]:
     """Environment whose `df` reports `free_kib` KiB available on every file system."""
+    folder.mkdir(parents=True, exist_ok=True)
     df = folder / "df"
     df.write_text(
         "#!/bin/sh\n"
@@ -26,13 +27,27 @@ def _fake_df(folder: Path, free_kib: int) -> dict[str, str]:
     return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
 
+def _checkout_copy(folder: Path) -> Path:
+    """A folder with only scripts/install.sh in it: install.sh works on the folder above its own."""
+    (folder / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "install.sh", folder / "scripts" / "install.sh")
+    return folder / "scripts" / "install.sh"
+
+
+def _executable(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
 def test_install_refuses_to_start_without_disk(tmp_path: Path) -> None:
-    venv_before = sorted(p.name for p in (ROOT / ".venv").iterdir()) if (ROOT / ".venv").exists() else []
-    env = _fake_df(tmp_path, free_kib=2 * 1024 * 1024)  # 2 GB free: less than either install needs
+    env = _fake_df(tmp_path / "bin", free_kib=2 * 1024 * 1024)  # 2 GB free
     for minimal, need in (("0", 8), ("1", 3)):
+        checkout = tmp_path / f"checkout-{minimal}"
+        script = _checkout_copy(checkout)
         result = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "install.sh")],
-            env={**env, "TRANSIP_MINIMAL": minimal, "PYTHON": sys.executable},
+            ["bash", str(script)],
+            env={**env, "TRANSIP_MINIMAL": minimal},
             capture_output=True,
             text=True,
             timeout=60,
@@ -40,8 +55,26 @@ def test_install_refuses_to_start_without_disk(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stdout + result.stderr
         assert f"about {need} GB of free disk is needed" in result.stderr
         assert "only 2 GB is free" in result.stderr
-    venv_after = sorted(p.name for p in (ROOT / ".venv").iterdir()) if (ROOT / ".venv").exists() else []
-    assert venv_after == venv_before
+        assert sorted(p.name for p in checkout.iterdir()) == ["scripts"]  # nothing was installed
+
+
+def test_install_rerun_counts_only_what_is_missing(tmp_path: Path) -> None:
+    """Over an existing install (here: stub venvs whose pip only records its arguments), 2 GB free is
+    enough, and the script goes on to its pip steps."""
+    env = _fake_df(tmp_path / "bin", free_kib=2 * 1024 * 1024)
+    checkout = tmp_path / "checkout"
+    script = _checkout_copy(checkout)
+    _executable(checkout / ".venv" / "bin" / "python", "#!/bin/sh\nexit 0\n")
+    _executable(checkout / ".venv" / "bin" / "pip", f'#!/bin/sh\necho "$*" >> "{tmp_path}/pip.log"\n')
+    _executable(checkout / "build" / "openmmtorch-venv" / "bin" / "python", "#!/bin/sh\nexit 0\n")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = (tmp_path / "pip.log").read_text().splitlines()
+    assert calls == ["install -q --upgrade pip", "install -q torch==2.13.0", "install -q -e .[all]"]
+    # without the openmm-torch venv, the same 2 GB is refused again (it needs about 5 GB)
+    shutil.rmtree(checkout / "build")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "about 5 GB of free disk is needed" in result.stderr
 
 
 def test_mliap_build_needs_the_main_venv(tmp_path: Path) -> None:
