@@ -19,6 +19,7 @@ from transip_md.lammps.mliap import ENV_CHARGE, TransIPMLIAP, export_mliap, load
 from transip_md.lammps.tools import (
     TYPE_ELEMENTS,
     molecule_box,
+    nve_record_lines,
     preload_and_import_lammps,
     run_lammps,
     setup_lines,
@@ -234,15 +235,7 @@ def test_mliap_nve_conservation(mliap_python, model, work):
     f = export_mliap(model, work / "nve-mliap.pt")
     out = work / "nve-mliap.txt"
     lines = setup_lines(data, "metal", [f"pair_style mliap unified {f} 0", "pair_coeff * * H C N O"])
-    lines += [
-        "velocity all create 600 99 loop geom",
-        "fix nve all nve",
-        "timestep 0.00025",
-        "variable et equal etotal",
-        "variable ke equal ke",
-        f"fix rec all ave/time 10 1 10 v_et v_ke file {out}",
-        "run 600",
-    ]
+    lines += nve_record_lines(out) + ["run 600"]
     run_mliap(mliap_python, {"mliap": True, "commands": lines}, work, "nve")
     t = np.loadtxt(out)
     et, ke = t[:, 1], t[:, 2]

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from transip_md.ase import TransIPCalculator
-from transip_md.lammps.tools import TYPE_ELEMENTS, molecule_box, run_lammps, setup_lines, write_data
+from transip_md.lammps.tools import (
+    TYPE_ELEMENTS,
+    molecule_box,
+    nve_record_lines,
+    run_lammps,
+    setup_lines,
+    write_data,
+)
 from transip_md.model import TransIPConfig, export, random_model
 from transip_md.units import LAMMPS_ENERGY_FROM_EV
 
@@ -149,16 +156,7 @@ def test_nve_energy_conservation(plugin, model64, work):
     atoms = molecule_box(["H2O", "CH3OH", "NH3", "CH4", "HCN"], grid=2, spacing=4.5, seed=1)
     data = write_data(work / "nve.data", atoms)
     lines = setup_lines(data, "metal", pair_lines(plugin, model64))
-    lines += [
-        "velocity all create 600 99 loop geom",
-        "fix nve all nve",
-        "timestep 0.00025",
-        "variable et equal etotal",
-        "variable ke equal ke",
-        "fix rec all ave/time 10 1 10 v_et v_ke file {out}".format(out=str(data.parent / "nve.txt")),
-        "thermo 500",
-        "run 2000",
-    ]
+    lines += nve_record_lines(data.parent / "nve.txt") + ["thermo 500", "run 2000"]
     run_lammps({"commands": lines})
     t = np.loadtxt(data.parent / "nve.txt")
     et, ke = t[:, 1], t[:, 2]

@@ -131,6 +131,19 @@ def setup_lines(data_file: str | Path, units: str = "metal", pair: list[str] | N
     return lines
 
 
+def nve_record_lines(record_file: str | Path, temperature_k: float = 600.0, seed: int = 99) -> list[str]:
+    """Velocity-Verlet NVE lines (units metal: timestep 0.00025 ps = 0.25 fs) that write step, total and
+    kinetic energy (eV) every 10 steps to ``record_file``; the caller adds ``run N``."""
+    return [
+        f"velocity all create {temperature_k:g} {seed} loop geom",
+        "fix nve all nve",
+        "timestep 0.00025",
+        "variable et equal etotal",
+        "variable ke equal ke",
+        f"fix rec all ave/time 10 1 10 v_et v_ke file {record_file}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 3 or argv[0] != "run":
