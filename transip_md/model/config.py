@@ -36,6 +36,9 @@ class TransIPConfig:
     mlp_ratio: int = 2
     envelope_power: int = 4
     use_charge_spin: bool = True
+    #: ZBL-screened nuclear repulsion prior (model/priors.py), switched off at this many times the sum of the
+    #: two atoms' covalent radii (0 disables it).
+    repulsion_range: float = 1.0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -48,11 +51,25 @@ class TransIPConfig:
                 f"head dimension {self.d_model // self.n_heads} is too small for "
                 f"{self.n_rope_freqs} rotary frequencies per axis (needs {6 * self.n_rope_freqs})"
             )
+        if self.repulsion_range < 0:
+            raise ValueError(f"repulsion_range must be >= 0 (x covalent-radius sum), got {self.repulsion_range}")
+        if self.cutoff is not None and self.repulsion_reach > self.cutoff:
+            raise ValueError(
+                f"repulsion_range {self.repulsion_range} reaches {self.repulsion_reach:.2f} Å, beyond the cutoff "
+                f"{self.cutoff} Å, for the largest pair of these elements"
+            )
         if self.cutoff is not None and self.cutoff <= 0:
             raise ValueError(f"cutoff must be positive (Å) or None, got {self.cutoff}")
         if len(set(self.elements)) != len(self.elements) or not all(0 < z < 119 for z in self.elements):
             raise ValueError(f"elements must be distinct atomic numbers 1..118, got {self.elements}")
         self.elements = [int(z) for z in self.elements]
+
+    @property
+    def repulsion_reach(self) -> float:
+        """Largest distance (Å) at which the nuclear repulsion prior is non-zero for these elements."""
+        from ase.data import covalent_radii
+
+        return 2.0 * self.repulsion_range * max(float(covalent_radii[z]) for z in self.elements)
 
     @property
     def radial_max(self) -> float:

@@ -11,6 +11,14 @@ Metadata keys (``transip_metadata.json`` inside the file's ``_extra_files``):
   reference_energies {atomic number: eV} per-element reference energies added to each atom
   config             the TransIPConfig the network was built from
   provenance         free-form (data set hash, training config, transip-md version, date)
+
+The TorchScript methods engines call (all lengths Å, energies eV, float64 out):
+  energy_and_gradient(species, edge_index, edge_vec, charge, spin, batch, n_centers=-1, chunk_size=0,
+                      natoms=None) -> (per-atom energies (n_centers,), dE/d edge_vec (E, 3))
+  forward(species, edge_index, edge_vec, charge, spin, batch, n_centers=-1, natoms=None) -> per-atom energies
+``natoms`` (B,) float64 is the total number of atoms of each structure; None counts batch[:n_centers], which is
+right in every engine that passes no ghost atoms. An engine with ghosts or domain decomposition (LAMMPS) passes
+its global atom count; for the neutral singlet the result does not depend on it.
 """
 
 from __future__ import annotations
@@ -18,7 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 FORMAT_NAME = "transip-md-model"
-FORMAT_VERSION = 1
+#: 2: nuclear-repulsion prior, size-consistent charge/spin conditioning and the optional ``natoms`` argument.
+FORMAT_VERSION = 2
+#: Oldest format this release runs (files of older versions lack the priors and the natoms argument).
+OLDEST_FORMAT_VERSION = 2
 METADATA_FILE = "transip_metadata.json"
 REQUIRED_KEYS = (
     "format",
@@ -51,6 +62,12 @@ def check_metadata(meta: Any, path: str) -> dict[str, Any]:
         )
     if version < 1:
         raise ModelFileError(f"{path}: invalid model format version {version}")
+    if version < OLDEST_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} was written by an older transip-md (before the nuclear-"
+            f"repulsion prior and size-consistent charge/spin); this release runs versions "
+            f"{OLDEST_FORMAT_VERSION}..{FORMAT_VERSION}: retrain, or use the transip-md that wrote it"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ModelFileError(f"{path}: model metadata lacks {missing}")

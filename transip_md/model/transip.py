@@ -1,10 +1,17 @@
 """The TransIP network: a plain (non-equivariant) Transformer over atoms, energies in eV, lengths in Å.
 
-Engine-facing contract (see docs/model-contract.md): ``forward(species, edge_index, edge_vec, charge,
-spin, batch, n_centers)`` takes atomic numbers (N,), edges i -> j as ``edge_index`` (2, E) with
+Engine-facing contract (docs/model.md, "The compiled-file contract"): ``forward(species, edge_index, edge_vec,
+charge, spin, batch, n_centers, natoms)`` takes atomic numbers (N,), edges i -> j as ``edge_index`` (2, E) with
 ``edge_vec`` = r_j - r_i in Å (E, 3), the total charge and spin multiplicity of each structure (B,),
-the structure index of each atom (N,), and the number of leading atoms whose energies are wanted
-(-1: all). It returns per-atom energies in eV as float64. Forces are -dE/dx through ``edge_vec``.
+the structure index of each atom (N,), the number of leading atoms whose energies are wanted
+(-1: all) and the total number of atoms of each structure (B,) (None: counted from ``batch[:n_centers]``,
+right wherever no ghost atoms are passed; LAMMPS passes its global atom count). It returns per-atom energies
+in eV as float64. Forces are -dE/dx through ``edge_vec``.
+
+Per-atom energy = learned head(features) + reference energy of the element + half the ZBL-screened nuclear
+repulsion of each of its edges + E_state(Q, M) / N (model/priors.py). Charge and spin condition every token
+through (N_REF / N) (Q, M - 1): size-consistent (the per-atom signal of one extra electron shrinks as 1/N), and
+exactly independent of N for the neutral singlet, so neutral singlet runs need no global count at all.
 
 Two modes of the same blocks:
 * global (cutoff None): one token sequence per structure, every atom attends every other atom.
@@ -25,6 +32,10 @@ from torch import Tensor, nn
 
 from .config import TransIPConfig
 from .layers import Rotary3D, SplineRadialBias, TransformerBlock, log_envelope, pair_distances, safe_norm
+from .priors import NuclearRepulsion, StateEnergy
+
+#: Charge/spin conditioning features are (N_REF / N) (Q, M - 1) for a structure of N atoms.
+N_REF = 10.0
 
 
 class TransIP(nn.Module):
@@ -40,6 +51,10 @@ class TransIP(nn.Module):
         self.n_layers = int(config.n_layers)
         self.n_heads = int(config.n_heads)
         self.use_charge_spin = bool(config.use_charge_spin)
+        self.use_repulsion = float(config.repulsion_range) > 0.0
+        self.repulsion = NuclearRepulsion(float(config.repulsion_range) if self.use_repulsion else 1.0)
+        self.state_energy = StateEnergy()
+        self.n_ref = N_REF
         #: Local sequences are padded to a multiple of this length (1: no padding). Padding tokens carry zero
         #: attention weight, so results do not change; ``torch.compile`` uses 8 to limit distinct shapes.
         self.sequence_multiple = 1
@@ -176,11 +191,46 @@ class TransIP(nn.Module):
                 h = block(h, bias, cos, sin)
         return self.norm_out(h)
 
-    def _condition(self, charge: Tensor, spin: Tensor, dtype: torch.dtype) -> Tensor:
-        x = torch.stack([charge.to(dtype), spin.to(dtype) - 1.0], dim=-1)
+    def _condition(self, charge: Tensor, spin: Tensor, natoms: Tensor, dtype: torch.dtype) -> Tensor:
+        """Token conditioning (B, d) from (N_REF / N) (Q, M - 1): size-consistent, zero input for (0, 1)."""
+        per_atom = (self.n_ref / natoms.to(dtype)).unsqueeze(-1)
+        x = torch.stack([charge.to(dtype), spin.to(dtype) - 1.0], dim=-1) * per_atom
         if not self.use_charge_spin:
             x = torch.zeros_like(x)
         return self.condition(x)
+
+    def _natoms(self, batch: Tensor, n_centers: int, n_struct: int, natoms: Optional[Tensor]) -> Tensor:  # noqa: UP045
+        """Total atoms per structure (B,) float64: as given, or counted from the first n_centers atoms."""
+        if natoms is None:
+            return torch.bincount(batch[:n_centers], minlength=n_struct).to(torch.float64)
+        if natoms.shape[0] != n_struct or (n_struct > 0 and bool((natoms < 1).any())):
+            raise RuntimeError("transip: natoms must hold one positive atom count per structure")
+        return natoms.to(torch.float64)
+
+    @torch.jit.export
+    def prior_energies(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+    ) -> Tensor:
+        """Per-atom prior energies (n_centers,) in eV float64: nuclear repulsion + E_state(Q, M) / N."""
+        if n_centers < 0:
+            n_centers = species.shape[0]
+        n_atoms = self._natoms(batch, n_centers, charge.shape[0], natoms)
+        centre_batch = batch[:n_centers]
+        state = self.state_energy(charge, spin)
+        if not self.use_charge_spin:
+            state = torch.zeros_like(state)
+        out = (state / n_atoms)[centre_batch]
+        if self.use_repulsion:
+            out = out + self.repulsion(species, edge_index, safe_norm(edge_vec), n_centers)
+        return out
 
     @torch.jit.export
     def atom_features(
@@ -192,6 +242,7 @@ class TransIP(nn.Module):
         spin: Tensor,
         batch: Tensor,
         n_centers: int = -1,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> Tensor:
         """Final per-atom embeddings (n_centers, d_model) in the model dtype."""
         dtype = self.embed.weight.dtype
@@ -201,7 +252,7 @@ class TransIP(nn.Module):
             n_centers = n_atoms
         elem = self._element_index(species)
         n_struct = charge.shape[0]
-        cond = self._condition(charge, spin, dtype)
+        cond = self._condition(charge, spin, self._natoms(batch, n_centers, n_struct, natoms), dtype)
         if self.is_local:
             tok, pos, logw = self._local_sequences(elem, edge_index, edge_vec, n_centers)
             h = self._encode(tok, pos, logw, cond[batch[:n_centers]], True)
@@ -230,10 +281,14 @@ class TransIP(nn.Module):
         spin: Tensor,
         batch: Tensor,
         n_centers: int = -1,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> Tensor:
         """Per-atom energies (eV, float64) of the first n_centers atoms (-1: all)."""
-        features = self.atom_features(species, edge_index, edge_vec, charge, spin, batch, n_centers)
-        return self.energies_from_features(features, species[: features.shape[0]])
+        features = self.atom_features(species, edge_index, edge_vec, charge, spin, batch, n_centers, natoms)
+        learned = self.energies_from_features(features, species[: features.shape[0]])
+        return learned + self.prior_energies(
+            species, edge_index, edge_vec, charge, spin, batch, features.shape[0], natoms
+        )
 
     @torch.jit.export
     def energy_and_gradient(
@@ -246,6 +301,7 @@ class TransIP(nn.Module):
         batch: Tensor,
         n_centers: int = -1,
         chunk_size: int = 0,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> tuple[Tensor, Tensor]:
         """Per-atom energies (n_centers,) in eV (float64) and dE/d(edge_vec) (E, 3) in eV/Å, for inference.
 
@@ -258,8 +314,9 @@ class TransIP(nn.Module):
         n_atoms = species.shape[0]
         if n_centers < 0:
             n_centers = n_atoms
+        totals = self._natoms(batch, n_centers, charge.shape[0], natoms)
         if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
-            return self._energies_and_edge_grad(species, edge_index, edge_vec, charge, spin, batch, n_centers)
+            return self._energies_and_edge_grad(species, edge_index, edge_vec, charge, spin, batch, n_centers, totals)
         src = edge_index[0]
         dst = edge_index[1]
         self._check_local_sources(src, n_centers)
@@ -285,7 +342,9 @@ class TransIP(nn.Module):
             sub_index = torch.stack([edge_rank[sel] - start, dst[sel] + width])
             sub_species = torch.cat([species[centres], species])
             sub_batch = torch.cat([batch[centres], batch])
-            e, g = self._energies_and_edge_grad(sub_species, sub_index, edge_vec[sel], charge, spin, sub_batch, width)
+            e, g = self._energies_and_edge_grad(
+                sub_species, sub_index, edge_vec[sel], charge, spin, sub_batch, width, totals
+            )
             energies[centres] = e
             grad[sel] = g
         return energies, grad
@@ -299,10 +358,11 @@ class TransIP(nn.Module):
         spin: Tensor,
         batch: Tensor,
         n_centers: int,
+        natoms: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """One pass of ``forward`` and autograd: per-atom energies (eV, detached) and dE/d(edge_vec) (eV/Å)."""
         vec = edge_vec.detach().requires_grad_(True)
-        energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers)
+        energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms)
         grads = torch.autograd.grad([energies.sum()], [vec], allow_unused=True)
         g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
         if g is None:
