@@ -34,6 +34,9 @@ class TransIPConfig:
     #: (551 vs 539 meV/Å, docs/model.md) at extra cost.
     value_rotary: bool = False
     mlp_ratio: int = 2
+    #: Knots of a learned spline embedding of each token's distance to its centre (local mode: the centre atom;
+    #: global: the centroid), added to the token features (0: off). Gives values radial information per token.
+    n_token_radial: int = 16
     envelope_power: int = 4
     use_charge_spin: bool = True
     #: ZBL-screened nuclear repulsion prior (model/priors.py), switched off at this many times the sum of the
@@ -51,6 +54,8 @@ class TransIPConfig:
                 f"head dimension {self.d_model // self.n_heads} is too small for "
                 f"{self.n_rope_freqs} rotary frequencies per axis (needs {6 * self.n_rope_freqs})"
             )
+        if self.n_token_radial and self.n_token_radial < 4:
+            raise ValueError(f"n_token_radial must be 0 (off) or >= 4 spline knots, got {self.n_token_radial}")
         if self.repulsion_range < 0:
             raise ValueError(f"repulsion_range must be >= 0 (x covalent-radius sum), got {self.repulsion_range}")
         if self.cutoff is not None and self.repulsion_reach > self.cutoff:

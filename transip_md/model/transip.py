@@ -70,6 +70,11 @@ class TransIP(nn.Module):
         self.rope = Rotary3D(config.n_rope_freqs, config.rope_min_wavelength, config.rope_max_wavelength)
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
         self.radial_bias = SplineRadialBias(config.n_rbf, config.radial_max, config.n_heads)
+        # Per-token embedding of the distance to the centre (local) or centroid (global): radial information in
+        # the values, at per-token (not per-pair) cost.
+        self.use_token_radial = int(config.n_token_radial) > 0
+        token_range = self.cutoff if self.is_local else 0.5 * config.radial_max
+        self.token_radial = SplineRadialBias(max(int(config.n_token_radial), 4), token_range, config.d_model)
         self.blocks = nn.ModuleList(
             [
                 TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
@@ -178,6 +183,8 @@ class TransIP(nn.Module):
         """
         s, length = tok.shape
         h = self.embed(tok) + cond.unsqueeze(1)
+        if self.use_token_radial:
+            h = h + self.token_radial(safe_norm(pos))
         bias = self.radial_bias(pair_distances(pos)).permute(0, 3, 1, 2)  # (S, H, L, L)
         bias = bias + logw.view(s, 1, 1, length)  # key weights: envelope (local) and padding mask
         cos, sin = self.rope(pos)

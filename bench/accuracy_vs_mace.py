@@ -1,0 +1,244 @@
+"""TransIP vs MACE at equal data and equal wall-clock budget, evaluated on the same held-out molecules.
+
+Both models train on the same training frames (the shipped set's train side, or an evenly spread subset of it)
+for the same wall-clock budget, in two processes side by side with one thread each, and are evaluated on the
+held-out molecules of the shipped split (never trained on): energy and force MAE overall and per charge/spin state,
+vertical gaps (MACE here has no charge/spin input, so its gaps are zero by construction: reported, not hidden),
+and the learning curves (validation force MAE against wall time) as a PNG.
+
+    OMP_NUM_THREADS=1 python bench/accuracy_vs_mace.py --budget-min 20 --train-frames 6000
+
+TransIP trains with the project's trainer (`transip-md train`, learned equivariance, the shipped recipe's model
+size unless --transip-args says otherwise); the run is stopped at the budget and its best-validation checkpoint is
+exported. MACE: bench/mace_peer.py. Needs `pip install mace-torch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _subset(ids: list[int], n: int | None) -> list[int]:
+    if n is None or n >= len(ids):
+        return list(ids)
+    return [ids[int(k)] for k in np.unique(np.linspace(0, len(ids) - 1, n).round().astype(int))]
+
+
+def load_split(data: str | None, train_frames: int | None, val_frames: int, seed: int):
+    from transip_md.data import default_dataset_path
+    from transip_md.train.data import read_frames
+    from transip_md.train.heldout import partition
+
+    path = data or str(default_dataset_path())
+    frames, _ = read_frames(path)
+    train, val, held = partition(frames, 0.05, seed)
+    if not held:
+        raise SystemExit(f"{path}: no held-out molecules flagged; this bench needs the project's split")
+    return path, frames, _subset(train, train_frames), _subset(val, val_frames), held
+
+
+def write_subset(frames, ids, path: Path) -> None:
+    """The chosen training + validation frames as extxyz (so the TransIP CLI trains on exactly them)."""
+    import ase.io
+
+    from transip_md.train.data import frame_to_atoms
+
+    out = []
+    for i in ids:
+        f = frames[i]
+        atoms = frame_to_atoms(f)
+        atoms.info["mol_id"] = str(f.mol_id)
+        atoms.info["energy"] = float(f.energy)
+        atoms.arrays["forces"] = np.asarray(f.forces)
+        out.append(atoms)
+    ase.io.write(path, out, format="extxyz")
+
+
+def run_transip(job: dict) -> dict:
+    """Train TransIP through the CLI until the budget, export the best checkpoint, return its curve."""
+    run = Path(job["workdir"]) / "transip"
+    cmd = [
+        sys.executable, "-m", "transip_md.cli", "train", "--data", job["train_file"], "--val-data", job["val_file"],
+        "-o", str(run), "--no-progress", "--no-plots", "--threads", "1", "--seed", str(job["seed"]),
+        "--epochs", "1000", *shlex.split(job["transip_args"]),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    try:
+        subprocess.run(cmd, timeout=job["budget_s"], check=False, capture_output=True)
+    except subprocess.TimeoutExpired:
+        pass
+    wall = time.perf_counter() - start
+    model = run / "model_best.pt"
+    subprocess.run(
+        [sys.executable, "-m", "transip_md.cli", "export", "--checkpoint", str(run / "best.pt"), "-o", str(model)],
+        check=True,
+        capture_output=True,
+    )
+    curve = []
+    with open(run / "log.csv") as fh:
+        for row in csv.DictReader(fh):
+            curve.append(
+                {"time_s": float(row["time_s"]), "val_force_mae_meV_per_A": float(row["val_force_mae_meV_per_A"])}
+            )
+    return {"model": str(model), "curve": curve, "wall_s": wall}
+
+
+def run_mace(job: dict) -> dict:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from mace_peer import MacePeer
+
+    from transip_md.train.baseline import fit_energy_baseline
+
+    torch.set_num_threads(1)
+    _, frames, train, val, held = load_split(job["data"], job["train_frames"], job["val_frames"], job["seed"])
+    elements = sorted({int(z) for f in frames for z in f.numbers})
+    e0 = fit_energy_baseline(frames, train, elements).element_energies
+    peer = MacePeer(frames, train, val, elements, e0, seed=job["seed"])
+    start = time.perf_counter()
+    curve = peer.fit(job["budget_s"])
+    wall = time.perf_counter() - start
+    preds = peer.predict(frames, held)
+    return {"curve": curve, "wall_s": wall, "preds": {i: (e, f.tolist()) for i, (e, f) in preds.items()}}
+
+
+def evaluate(frames, held, preds) -> dict:
+    from transip_md.train.metrics import error_sums, metrics_from_sums, per_state_metrics
+    from transip_md.train.vertical import vertical_gaps
+
+    return {
+        "overall": metrics_from_sums(error_sums(frames, preds)),
+        "per_state": per_state_metrics(frames, preds),
+        "vertical": vertical_gaps(frames, preds, held),
+    }
+
+
+def transip_predictions(model_path: str, frames, held) -> dict:
+    from transip_md.model import load_compiled
+    from transip_md.train.data import TopologyCache
+    from transip_md.train.metrics import predict_frames
+
+    model = load_compiled(model_path)
+    return predict_frames(model.module, frames, held, TopologyCache(frames, model.cutoff), 512)
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, res in results.items():
+        t = [p["time_s"] / 60 for p in res["curve"]]
+        y = [p["val_force_mae_meV_per_A"] for p in res["curve"]]
+        ax.plot(t, y, marker="o", label=name)
+    ax.set_xlabel("wall time (min, 1 thread)")
+    ax.set_ylabel("validation force MAE (meV/Å)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
+    prefix.with_suffix(".json").write_text(json.dumps({"meta": meta, "evaluation": evals, "curves": {
+        k: v["curve"] for k, v in results.items()}}, indent=1))  # fmt: skip
+    lines = [
+        "# TransIP vs MACE: equal data, equal wall-clock budget, held-out molecules",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"{meta['train_frames']} training frames, {meta['val_frames']} validation frames (early stopping), "
+        f"{meta['held_frames']} held-out frames of {meta['held_molecules']} molecules; budget "
+        f"{meta['budget_s'] / 60:.0f} min each, 1 thread each, run side by side. MACE has no charge/spin input.",
+        "",
+        "| model | state | frames | E MAE meV/atom | F MAE meV/Å |",
+        "|---|---|---|---|---|",
+    ]
+    for name, ev in evals.items():
+        rows = [("all", ev["overall"])] + list(ev["per_state"].items())
+        for state, m in rows:
+            lines.append(
+                f"| {name} | {state} | {m['frames']} | {m['energy_mae_meV_per_atom']:.1f} | "
+                f"{m['force_mae_meV_per_A']:.1f} |"
+            )
+    lines += ["", "| model | vertical gap | geometries | MAE eV | mean-predictor MAE eV |", "|---|---|---|---|---|"]
+    for name, ev in evals.items():
+        for gap, m in ev["vertical"].items():
+            lines.append(
+                f"| {name} | {gap} | {m['geometries']} | {m['mae_eV']:.3f} | {m['mean_predictor_mae_eV']:.3f} |"
+            )
+    lines += ["", f"Learning curves: `{prefix.with_suffix('.png').name}`."]
+    prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="data set with a held-out split (default: the shipped set)")
+    p.add_argument("--budget-min", type=float, default=20.0)
+    p.add_argument("--train-frames", type=int, default=None, help="evenly spread subset of the training side")
+    p.add_argument("--val-frames", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--transip-args",
+        default="--equivariance learned --cutoff 5.0 --d-model 64 --layers 2 --heads 4 --max-atoms 128 --lr 3e-3 "
+        "--warmup-steps 50",
+    )
+    p.add_argument("--workdir", default="runs/accuracy_vs_mace")
+    p.add_argument("--output", default="bench/results/accuracy_vs_mace")
+    args = p.parse_args(argv)
+
+    path, frames, train, val, held = load_split(args.data, args.train_frames, args.val_frames, args.seed)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    write_subset(frames, train, work / "train.extxyz")
+    write_subset(frames, val, work / "val.extxyz")
+    job = {
+        "data": args.data, "train_frames": args.train_frames, "val_frames": args.val_frames, "seed": args.seed,
+        "budget_s": 60.0 * args.budget_min, "workdir": str(work), "transip_args": args.transip_args,
+        "train_file": str(work / "train.extxyz"), "val_file": str(work / "val.extxyz"),
+    }  # fmt: skip
+    with mp.get_context("spawn").Pool(2) as pool:
+        t_res = pool.apply_async(run_transip, (job,))
+        m_res = pool.apply_async(run_mace, (job,))
+        results = {"TransIP": t_res.get(), "MACE": m_res.get()}
+    preds = {
+        "TransIP": transip_predictions(results["TransIP"]["model"], frames, held),
+        "MACE": {int(i): (e, np.asarray(f)) for i, (e, f) in results["MACE"]["preds"].items()},
+    }
+    evals = {name: evaluate(frames, held, pr) for name, pr in preds.items()}
+    meta = {
+        "command": "python bench/accuracy_vs_mace.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "data": path,
+        "train_frames": len(train),
+        "val_frames": len(val),
+        "held_frames": len(held),
+        "held_molecules": len({str(frames[i].mol_id) for i in held}),
+        "budget_s": job["budget_s"],
+    }
+    prefix = Path(args.output)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    write_report(meta, evals, results, prefix)
+    plot_curves(results, prefix.with_suffix(".png"))
+    print(prefix.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
