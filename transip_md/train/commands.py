@@ -8,69 +8,120 @@ import json
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_label(sub)
-    for name in ("_register_train", "_register_evaluate"):
-        fn = globals().get(name)
-        if fn is not None:
-            fn(sub)
+    _register_train(sub)
+    _register_evaluate(sub)
+    _register_checkpoint_export(sub)
 
 
 # ---------------------------------------------------------------------------------------------- label
 def _register_label(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("label", help="generate labelled data: SMILES -> conformer -> short xTB MD -> extxyz")
-    p.add_argument("output", help="extxyz file to write (.extxyz or .extxyz.gz)")
-    p.add_argument("--smiles", help="SMILES file (default: rdkit's Data/NCI/first_5K.smi)")
-    p.add_argument("--n-molecules", type=int, default=None, help="take this many molecules (seeded choice)")
-    p.add_argument("--elements", default="H,C,N,O", help="allowed elements, comma-separated")
-    p.add_argument("--min-atoms", type=int, default=8)
-    p.add_argument("--max-atoms", type=int, default=30)
-    p.add_argument(
-        "--states", default="0:1,1:2,-1:2,0:3", help="charge:multiplicity states (impossible parity is skipped)"
+    from .label import LabelConfig
+
+    d = LabelConfig()
+    p = sub.add_parser(
+        "label",
+        help="build labelled data: rdkit molecules -> cheap classical/distorted geometries -> GFN2-xTB -> compact .npz",
     )
-    p.add_argument("--temperatures", default="300,500,800", help="K, one drawn per molecule and state")
-    p.add_argument("--steps", type=int, default=150, help="MD steps per state")
-    p.add_argument("--sample-every", type=int, default=30, help="keep every n-th MD step")
-    p.add_argument("--timestep", type=float, default=1.0, help="fs")
-    p.add_argument("--max-force", type=float, default=15.0, help="eV/Å; frames with larger forces are dropped")
-    p.add_argument("--min-distance", type=float, default=0.7, help="Å; frames with closer atoms are dropped")
+    p.add_argument("output", help="compact .npz to write (the legacy --sampler xtb-md writes .extxyz[.gz])")
+    p.add_argument("--sampler", choices=["compact", "xtb-md"], default="compact", help="xtb-md: the first labeller")
+    p.add_argument("--smiles", nargs="+", help="SMILES files .smi/.csv (default: rdkit's NCI first_5K + wehi_mols)")
+    p.add_argument("--n-molecules", type=int, default=d.n_molecules, help="molecules to select (seeded)")
+    p.add_argument("--limit", type=int, help="label only the first LIMIT selected molecules (quick runs)")
+    p.add_argument("--parts-dir", help="folder of the resumable per-molecule parts (default: OUTPUT.parts)")
+    p.add_argument("--per-element", type=int, default=d.per_element, help="molecules per element at least")
+    p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction)
+    p.add_argument("--elements", default=",".join(d.elements), help="allowed elements, comma-separated")
+    p.add_argument("--min-atoms", type=int, default=d.min_atoms)
+    p.add_argument("--max-atoms", type=int, default=d.max_atoms)
+    p.add_argument("--states", default="0:1,1:2,-1:2,0:3", help="charge:multiplicity; the first is the ground state")
+    p.add_argument("--t-min", type=float, default=d.t_min, help="K")
+    p.add_argument("--t-max", type=float, default=d.t_max, help="K")
+    p.add_argument("--md-steps", type=int, default=d.md_steps, help="classical Langevin steps (0.5 fs) per geometry")
+    p.add_argument("--relax-steps", type=int, default=d.relax_steps, help="GFN2 steps on a charged/open-shell surface")
+    p.add_argument("--max-force", type=float, default=d.max_force, help="eV/Å cap (thermal, stretched, relax)")
+    p.add_argument("--max-force-compressed", type=float, default=d.max_force_compressed, help="eV/Å cap (compressed)")
     p.add_argument("--calculator", default="tblite", help="'tblite' (GFN2-xTB) or an ASE calculator module:Class")
     p.add_argument("--calculator-kwargs", default="{}", help="JSON keyword arguments for --calculator")
     p.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=150, help="xtb-md: MD steps per state")
+    p.add_argument("--sample-every", type=int, default=30, help="xtb-md: keep every n-th MD step")
+    p.add_argument("--temperatures", default="300,500,800", help="xtb-md: K, one drawn per molecule and state")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_label)
 
 
+def _states(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        q, m = item.split(":")
+        out.append((int(q), int(m)))
+    return tuple(out)
+
+
 def _run_label(args: argparse.Namespace) -> int:
+    if args.sampler == "xtb-md":
+        return _run_label_xtbmd(args)
     from .label import LabelConfig, run_labelling
 
-    states = []
-    for item in args.states.split(","):
-        q, m = item.split(":")
-        states.append((int(q), int(m)))
     cfg = LabelConfig(
         elements=tuple(s.strip() for s in args.elements.split(",") if s.strip()),
         min_atoms=args.min_atoms,
         max_atoms=args.max_atoms,
-        states=tuple(states),
-        temperatures=tuple(float(t) for t in args.temperatures.split(",")),
-        n_steps=args.steps,
-        sample_every=args.sample_every,
-        timestep_fs=args.timestep,
+        n_molecules=args.n_molecules,
+        per_element=args.per_element,
+        heldout_fraction=args.heldout_fraction,
+        states=_states(args.states),
+        t_min=args.t_min,
+        t_max=args.t_max,
+        md_steps=args.md_steps,
+        relax_steps=args.relax_steps,
         max_force=args.max_force,
-        min_distance=args.min_distance,
+        max_force_compressed=args.max_force_compressed,
         seed=args.seed,
         calculator=args.calculator,
         calculator_kwargs=json.loads(args.calculator_kwargs),
     )
     summary = run_labelling(
-        args.smiles, args.output, cfg, n_molecules=args.n_molecules, workers=args.workers, progress=not args.no_progress
+        args.output,
+        cfg,
+        sources=args.smiles,
+        workers=args.workers,
+        progress=not args.no_progress,
+        limit=args.limit,
+        parts_dir=args.parts_dir,
+    )
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _run_label_xtbmd(args: argparse.Namespace) -> int:
+    from .label_xtbmd import LabelConfig, run_labelling
+
+    cfg = LabelConfig(
+        elements=tuple(s.strip() for s in args.elements.split(",") if s.strip()),
+        min_atoms=args.min_atoms,
+        max_atoms=args.max_atoms,
+        states=_states(args.states),
+        temperatures=tuple(float(t) for t in args.temperatures.split(",")),
+        n_steps=args.steps,
+        sample_every=args.sample_every,
+        max_force=args.max_force,
+        seed=args.seed,
+        calculator=args.calculator,
+        calculator_kwargs=json.loads(args.calculator_kwargs),
+    )
+    smiles = args.smiles[0] if args.smiles else None
+    summary = run_labelling(
+        smiles, args.output, cfg, n_molecules=args.limit, workers=args.workers, progress=not args.no_progress
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- train
-#: CLI flag -> TrainConfig key (flags left at None do not override the config file).
+#: CLI flag (argparse dest) -> TrainConfig key. Flags left at None change nothing: the defaults, a --config file
+#: or, with --resume, the run's config.json decide.
 _TRAIN_FLAGS = {
     "data": "data",
     "val_data": "val_data",
@@ -90,6 +141,9 @@ _TRAIN_FLAGS = {
     "energy_weight": "energy_weight",
     "force_weight": "force_weight",
     "align_weight": "align_weight",
+    "align": "align",
+    "align_loss": "align_loss",
+    "align_temperature": "align_temperature",
     "dtype": "dtype",
     "seed": "seed",
     "threads": "threads",
@@ -101,72 +155,143 @@ _TRAIN_FLAGS = {
 }
 
 
+def _with_default(defaults: dict, key: str, text: str) -> str:
+    """``text`` plus the TrainConfig default of ``key`` (the flags themselves default to None: not given)."""
+    value = defaults
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return f"{text} (default: {value})"
+
+
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a TransIP model (writes checkpoints, log.csv, plots and model.pt)")
-    p.add_argument("--config", help="YAML or TOML file with TrainConfig keys; flags below override it")
-    p.add_argument("--data", nargs="+", help="extxyz / .db / .aselmdb files or folders (default: shipped data)")
-    p.add_argument("--val-data", nargs="+", help="separate validation data (default: split --data by molecule)")
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--output", "-o", help="run folder")
-    p.add_argument("--equivariance", choices=["learned", "augment", "none"])
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-atoms", type=int, help="atoms per (global) batch")
-    p.add_argument("--max-frames", type=int, help="use at most this many training frames")
-    p.add_argument(
-        "--max-val-frames", type=int, help="validation frames, independent of --max-frames (0: all held-out frames)"
+    from .config import MODEL_RULE, TrainConfig
+
+    d = TrainConfig().to_dict()
+    p = sub.add_parser(
+        "train",
+        help="train a TransIP model (writes checkpoints, log.csv, plots and model.pt)",
+        description="Train a TransIP model. Defaults are TrainConfig's; a --config file replaces them, and "
+        "flags override both. `--resume RUN` alone continues RUN with its config.json; with it, only "
+        "--epochs, --max-steps, --lr, --warmup-steps (and output/progress/threads switches) may change. "
+        f"Model rule: {MODEL_RULE}.",
     )
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--ema-decay", type=float)
-    p.add_argument("--energy-weight", type=float)
-    p.add_argument("--force-weight", type=float)
-    p.add_argument("--align-weight", type=float)
-    p.add_argument("--dtype", choices=["float32", "float64"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads per process")
-    p.add_argument("--cutoff", type=float, help="Å (local model); see --global for all-pairs")
-    p.add_argument("--global", dest="global_mode", action="store_true", help="global all-pairs model (no cutoff)")
-    p.add_argument("--d-model", type=int)
-    p.add_argument("--layers", type=int)
-    p.add_argument("--heads", type=int)
-    p.add_argument("--resume", help="run folder or checkpoint to continue exactly")
+    p.add_argument("--config", help="YAML or TOML file with TrainConfig keys; flags below override it")
+    _add_data_flags(p, d)
+    _add_optimisation_flags(p, d)
+    _add_model_flags(p, d, MODEL_RULE)
+    p.add_argument("--resume", help="run folder (or its last.pt) to continue exactly, with its config.json")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files / bad frames and count them")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
+    p.add_argument("--no-plots", action="store_true", help="no learning-curve and parity PNGs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. model.n_rbf=8")
     p.set_defaults(func=_run_train)
 
 
-def build_train_config(args: argparse.Namespace):
-    from .config import TrainConfig, apply_overrides, parse_value, read_config_file
+def _add_data_flags(p: argparse.ArgumentParser, d: dict) -> None:
+    p.add_argument("--data", nargs="+", help="extxyz / .db / .aselmdb files or folders (default: shipped data)")
+    p.add_argument("--val-data", nargs="+", help="separate validation data (default: split --data by molecule)")
+    p.add_argument("--val-fraction", type=float, help=_with_default(d, "val_fraction", "held-out molecule fraction"))
+    p.add_argument("--output", "-o", help=_with_default(d, "output", "run folder"))
+    p.add_argument("--max-frames", type=int, help="use at most this many training frames (default: all)")
+    p.add_argument(
+        "--max-val-frames", type=int, help="validation frames, independent of --max-frames (0: all held-out frames)"
+    )
 
-    data = TrainConfig().to_dict()
-    if args.config:
-        data = apply_overrides(data, {k: v for k, v in _flatten(read_config_file(args.config)).items()})
-    overrides = {}
+
+def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
+    p.add_argument(
+        "--equivariance",
+        choices=["learned", "augment", "none"],
+        help=_with_default(d, "equivariance", "learned (TransIP), augment (random rotations) or none"),
+    )
+    p.add_argument("--epochs", type=int, help=_with_default(d, "epochs", "epochs (>= 1)"))
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: no limit)")
+    p.add_argument("--max-atoms", type=int, help=_with_default(d, "max_atoms", "atoms per (global) batch"))
+    p.add_argument("--lr", type=float, help=_with_default(d, "lr", "peak learning rate (AdamW)"))
+    p.add_argument("--warmup-steps", type=int, help=_with_default(d, "warmup_steps", "linear warm-up steps"))
+    p.add_argument("--weight-decay", type=float, help=_with_default(d, "weight_decay", "AdamW weight decay"))
+    p.add_argument("--grad-clip", type=float, help=_with_default(d, "grad_clip", "gradient norm clip (0: off)"))
+    p.add_argument("--ema-decay", type=float, help=_with_default(d, "ema_decay", "EMA decay of the weights"))
+    p.add_argument("--energy-weight", type=float, help=_with_default(d, "energy_weight", "on (eV/atom)^2"))
+    p.add_argument("--force-weight", type=float, help=_with_default(d, "force_weight", "on (eV/Å)^2"))
+    p.add_argument("--align-weight", type=float, help=_with_default(d, "align_weight", "learned-equivariance loss"))
+    p.add_argument(
+        "--align",
+        choices=["pooled", "atoms"],
+        help=_with_default(d, "align", "learned mode: pooled molecular embedding (the paper's) or per-atom features"),
+    )
+    p.add_argument(
+        "--align-loss",
+        choices=["mse", "infonce"],
+        help=_with_default(d, "align_loss", "alignment loss (infonce: contrastive over the batch; pooled only)"),
+    )
+    p.add_argument("--align-temperature", type=float, help=_with_default(d, "align_temperature", "infonce temperature"))
+    p.add_argument("--align-stop-gradient", action="store_true", help="detach the target view of the alignment")
+    p.add_argument("--dtype", choices=["float32", "float64"], help=_with_default(d, "dtype", "model precision"))
+    p.add_argument("--seed", type=int, help=_with_default(d, "seed", "initial weights, batch order, rotations"))
+    p.add_argument("--threads", type=int, help=_with_default(d, "threads", "torch threads per process (0: torch's)"))
+
+
+def _add_model_flags(p: argparse.ArgumentParser, d: dict, rule: str) -> None:
+    p.add_argument("--cutoff", type=float, help=_with_default(d, "model.cutoff", "Å (local model); see --global"))
+    p.add_argument("--global", dest="global_mode", action="store_true", help="global all-pairs model (no cutoff)")
+    p.add_argument("--d-model", type=int, help=_with_default(d, "model.d_model", f"token width; {rule}"))
+    p.add_argument("--layers", type=int, help=_with_default(d, "model.n_layers", "Transformer blocks"))
+    p.add_argument("--heads", type=int, help=_with_default(d, "model.n_heads", "attention heads (see --d-model)"))
+
+
+def _cli_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(TrainConfig key -> value, key -> the flag as typed) of every flag given on the command line."""
+    from .config import ConfigError, parse_value
+
+    overrides: dict = {}
+    names: dict = {}
+
+    def put(key, value, name):
+        overrides[key] = value
+        names[key] = name
+
     for flag, key in _TRAIN_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            overrides[key] = value
+            put(key, value, "--" + flag.replace("_", "-"))
     if args.global_mode:
-        overrides["model.cutoff"] = None
-    for flag, key in (("skip_bad", "skip_bad"), ("deterministic", "deterministic")):
+        put("model.cutoff", None, "--global")
+    for flag in ("skip_bad", "deterministic", "align_stop_gradient"):
         if getattr(args, flag):
-            overrides[key] = True
+            put(flag, True, "--" + flag.replace("_", "-"))
     if args.no_progress:
-        overrides["progress"] = False
+        put("progress", False, "--no-progress")
     if args.no_plots:
-        overrides["plots"] = False
+        put("plots", False, "--no-plots")
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"transip-md train: --set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = parse_value(value)
-    data = apply_overrides(data, overrides)
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        put(key.strip(), parse_value(value), f"--set {key.strip()}")
+    return overrides, names
+
+
+def build_train_config(args: argparse.Namespace):
+    """The TrainConfig of ``transip-md train``: defaults < --config file < flags; or, with --resume, the run's
+    config.json < flags that may change in a resumed run (others must equal the stored values)."""
+    from .config import TrainConfig, apply_overrides, merge_resume, read_config_file, resume_config, run_folder
+
+    overrides: dict = {}
+    names: dict = {}
+    if args.config:
+        file_values = _flatten(read_config_file(args.config))
+        overrides.update(file_values)
+        names.update({k: f"{args.config}: {k}" for k in file_values})
+    flag_values, flag_names = _cli_overrides(args)
+    overrides.update(flag_values)
+    names.update(flag_names)
+    if args.resume:
+        overrides.setdefault("output", str(run_folder(args.resume)))  # where the run is, not where it was made
+        data = merge_resume(resume_config(args.resume), overrides, names)
+    else:
+        data = apply_overrides(TrainConfig().to_dict(), overrides)
     if not data.get("data"):
         from ..data import default_dataset_path
 
@@ -185,20 +310,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import sys
-
     from .data import DataError
     from .trainer import train
 
     cfg = build_train_config(args)
     try:
         result = train(cfg)
-    except DataError as exc:  # a bad file or frame: name it, no traceback (--skip-bad skips and counts them)
-        print(f"transip-md train: error: {exc} (--skip-bad skips bad frames and unreadable files)", file=sys.stderr)
-        return 2
+    except DataError as exc:  # a bad file or frame: cli.py prints this one line (exit code 2)
+        raise DataError(f"{exc} (--skip-bad skips bad frames and unreadable files)") from exc
     if "model" in result:
         last = result["history"][-1] if result["history"] else {}
-        print(json.dumps({"model": result["model"], "output": result["output"], "last_epoch": last}, indent=1))
+        summary = {"model": result["model"], "output": result["output"], "best_epoch": result.get("best_epoch")}
+        print(json.dumps({**summary, "last_epoch": last}, indent=1))
     return 0
 
 
@@ -206,11 +329,22 @@ def _run_train(args: argparse.Namespace) -> int:
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="errors of a model file on labelled data (MAE/RMSE, symmetry, per state)")
     p.add_argument("model", help="compiled model file (.pt)")
-    p.add_argument("data", nargs="+", help="extxyz / .db / .aselmdb files or folders")
+    p.add_argument(
+        "data", nargs="*", help="extxyz / .db / .aselmdb / compact .npz files or folders (default: the shipped set)"
+    )
+    p.add_argument(
+        "--heldout", action="store_true", help="only the data set's held-out molecules (its own split flag)"
+    )
+    p.add_argument(
+        "--vertical",
+        action="store_true",
+        help="also vertical ionisation energy, electron affinity and singlet-triplet gap (geometries labelled in "
+        "all four states)",
+    )
     p.add_argument("--max-atoms", type=int, default=512, help="atoms per evaluation batch")
-    p.add_argument("--symmetry-structures", type=int, default=8)
-    p.add_argument("--symmetry-rotations", type=int, default=8)
-    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--symmetry-structures", type=int, default=8, help="structures for the symmetry error")
+    p.add_argument("--symmetry-rotations", type=int, default=8, help="random rotations per structure")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable files / bad frames and count them")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run_evaluate)
 
@@ -220,11 +354,30 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_model(
         args.model,
-        args.data,
+        args.data or None,
         max_atoms=args.max_atoms,
         symmetry_structures=args.symmetry_structures,
         symmetry_rotations=args.symmetry_rotations,
         skip_bad=args.skip_bad,
+        heldout_only=args.heldout,
+        vertical=args.vertical,
     )
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- export --checkpoint
+def _register_checkpoint_export(sub: argparse._SubParsersAction) -> None:
+    """``transip-md export --checkpoint CKPT OUTPUT``: the compiled model of a trainer checkpoint (EMA weights)."""
+    from ..model.commands import add_export_source
+
+    add_export_source(
+        sub, "--checkpoint", _write_from_checkpoint, help="trainer checkpoint to export (weights-only load)"
+    )
+
+
+def _write_from_checkpoint(args: argparse.Namespace, output: str) -> str:
+    from .checkpoint import export_checkpoint
+
+    export_checkpoint(args.checkpoint, output)
+    return f"wrote {output} from {args.checkpoint}"

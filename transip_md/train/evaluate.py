@@ -9,32 +9,43 @@ from typing import Any
 from ..model import load_compiled
 from .data import TopologyCache, read_frames
 from .metrics import error_sums, metrics_from_sums, per_state_metrics, predict_frames, symmetry_metrics
+from .vertical import format_vertical, vertical_gaps
 
 
 def evaluate_model(
     model_path: str | os.PathLike,
-    data: str | os.PathLike | Sequence[str | os.PathLike],
+    data: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     max_atoms: int = 512,
     symmetry_structures: int = 8,
     symmetry_rotations: int = 8,
     skip_bad: bool = False,
+    heldout_only: bool = False,
+    vertical: bool = False,
 ) -> dict[str, Any]:
+    """Errors of a model file on ``data`` (default: the shipped set); ``heldout_only``: its held-out molecules."""
+    from ..data import default_dataset_path
+
     model = load_compiled(model_path)
-    frames, report = read_frames(data, elements=model.elements, skip_bad=skip_bad)
-    ids = list(range(len(frames)))
+    frames, report = read_frames(data or default_dataset_path(), elements=model.elements, skip_bad=skip_bad)
+    ids = [i for i, f in enumerate(frames) if f.heldout] if heldout_only else list(range(len(frames)))
+    if not ids:
+        raise ValueError(f"{data or default_dataset_path()}: no frames to evaluate (no held-out molecules flagged?)")
     preds = predict_frames(model.module, frames, ids, TopologyCache(frames, model.cutoff), max_atoms)
     # Symmetry on structures spread over the set.
     step = max(1, len(ids) // max(1, symmetry_structures))
     sym_ids = ids[::step][:symmetry_structures]
-    return {
+    result = {
         "model": str(model_path),
-        "frames": len(frames),
+        "frames": len(ids),
         "skipped_frames": report.skipped_frames,
         "skipped_files": report.skipped_files,
         "overall": metrics_from_sums(error_sums(frames, preds)),
         "per_state": per_state_metrics(frames, preds),
         "symmetry": symmetry_metrics(model, frames, sym_ids, symmetry_rotations),
     }
+    if vertical:
+        result["vertical"] = vertical_gaps(frames, preds, ids)
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -58,4 +69,6 @@ def format_table(result: dict[str, Any]) -> str:
             f"symmetry error: energy std {sym['sym_energy_std_meV']:.3f} meV, "
             f"rotated-back force RMS {sym['sym_force_rms_meV_per_A']:.3f} meV/Å"
         )
+    if result.get("vertical"):
+        lines.append(format_vertical(result["vertical"]))
     return "\n".join(lines)
