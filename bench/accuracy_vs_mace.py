@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: Validation share of the non-held-out molecules (the same partition as `transip-md train --val-fraction`).
+VAL_FRACTION = 0.05
 ROOT = HERE.parent
 
 
@@ -44,37 +46,24 @@ def load_split(data: str | None, train_frames: int | None, val_frames: int, seed
 
     path = data or str(default_dataset_path())
     frames, _ = read_frames(path)
-    train, val, held = partition(frames, 0.05, seed)
+    train, val, held = partition(frames, VAL_FRACTION, seed)
     if not held:
         raise SystemExit(f"{path}: no held-out molecules flagged; this bench needs the project's split")
     return path, frames, _subset(train, train_frames), _subset(val, val_frames), held
 
 
-def write_subset(frames, ids, path: Path) -> None:
-    """The chosen training + validation frames as extxyz (so the TransIP CLI trains on exactly them)."""
-    import ase.io
-
-    from transip_md.train.data import frame_to_atoms
-
-    out = []
-    for i in ids:
-        f = frames[i]
-        atoms = frame_to_atoms(f)
-        atoms.info["mol_id"] = str(f.mol_id)
-        atoms.info["energy"] = float(f.energy)
-        atoms.arrays["forces"] = np.asarray(f.forces)
-        out.append(atoms)
-    ase.io.write(path, out, format="extxyz")
-
-
 def run_transip(job: dict) -> dict:
-    """Train TransIP through the CLI until the budget, export the best checkpoint, return its curve."""
+    """Train TransIP through the CLI on the same split (same partition, seed and spread subsets) until the
+    budget, export the best checkpoint, return its learning curve."""
     run = Path(job["workdir"]) / "transip"
     cmd = [
-        sys.executable, "-m", "transip_md.cli", "train", "--data", job["train_file"], "--val-data", job["val_file"],
-        "-o", str(run), "--no-progress", "--no-plots", "--threads", "1", "--seed", str(job["seed"]),
-        "--epochs", "1000", *shlex.split(job["transip_args"]),
+        sys.executable, "-m", "transip_md.cli", "train", "--data", job["data_path"], "-o", str(run),
+        "--val-fraction", str(VAL_FRACTION), "--set", f"split_seed={job['seed']}",
+        "--max-val-frames", str(job["val_frames"]), "--no-progress", "--no-plots", "--threads", "1",
+        "--seed", str(job["seed"]), *shlex.split(job["transip_args"]),
     ]  # fmt: skip
+    if job["train_frames"] is not None:
+        cmd += ["--max-frames", str(job["train_frames"])]
     start = time.perf_counter()
     try:
         subprocess.run(cmd, timeout=job["budget_s"], check=False, capture_output=True)
@@ -93,7 +82,7 @@ def run_transip(job: dict) -> dict:
             curve.append(
                 {"time_s": float(row["time_s"]), "val_force_mae_meV_per_A": float(row["val_force_mae_meV_per_A"])}
             )
-    return {"model": str(model), "curve": curve, "wall_s": wall}
+    return {"model": str(model), "curve": curve, "wall_s": wall, "command": " ".join(cmd)}
 
 
 def run_mace(job: dict) -> dict:
@@ -207,12 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     path, frames, train, val, held = load_split(args.data, args.train_frames, args.val_frames, args.seed)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    write_subset(frames, train, work / "train.extxyz")
-    write_subset(frames, val, work / "val.extxyz")
     job = {
         "data": args.data, "train_frames": args.train_frames, "val_frames": args.val_frames, "seed": args.seed,
         "budget_s": 60.0 * args.budget_min, "workdir": str(work), "transip_args": args.transip_args,
-        "train_file": str(work / "train.extxyz"), "val_file": str(work / "val.extxyz"),
+        "data_path": path,
     }  # fmt: skip
     with mp.get_context("spawn").Pool(2) as pool:
         t_res = pool.apply_async(run_transip, (job,))
@@ -231,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "held_frames": len(held),
         "held_molecules": len({str(frames[i].mol_id) for i in held}),
         "budget_s": job["budget_s"],
+        "transip_command": results["TransIP"]["command"],
+        "transip_model": results["TransIP"]["model"],
     }
     prefix = Path(args.output)
     prefix.parent.mkdir(parents=True, exist_ok=True)

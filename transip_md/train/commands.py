@@ -130,6 +130,7 @@ _TRAIN_FLAGS = {
     "equivariance": "equivariance",
     "epochs": "epochs",
     "max_steps": "max_steps",
+    "time_budget": "time_budget_s",
     "max_atoms": "max_atoms",
     "max_frames": "max_frames",
     "max_val_frames": "max_val_frames",
@@ -207,6 +208,13 @@ def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     )
     p.add_argument("--epochs", type=int, help=_with_default(d, "epochs", "epochs (>= 1)"))
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (default: no limit)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop training after this many wall-clock seconds (validate, checkpoint, export); the LR schedule "
+        "decays by max(step, time) progress (default: no limit)",
+    )
     p.add_argument("--max-atoms", type=int, help=_with_default(d, "max_atoms", "atoms per (global) batch"))
     p.add_argument("--lr", type=float, help=_with_default(d, "lr", "peak learning rate (AdamW)"))
     p.add_argument("--warmup-steps", type=int, help=_with_default(d, "warmup_steps", "linear warm-up steps"))

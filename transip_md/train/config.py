@@ -1,4 +1,5 @@
-"""Training configuration: defaults, YAML/TOML files, and overrides (CLI flags, ``--set key=value``)."""
+"""Training configuration: defaults, YAML/TOML files, overrides (CLI flags, ``--set key=value``), and the
+configuration of a resumed run (its ``config.json``, with only :data:`RESUMABLE_KEYS` allowed to change)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,34 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+#: The architecture rule, said in every model-config error and in ``transip-md train --help``.
+MODEL_RULE = (
+    "d_model must be divisible by n_heads, and the head dimension d_model / n_heads must be at least "
+    "6 x n_rope_freqs (rotary frequencies per axis, default 2: at least 12)"
+)
+
+#: Keys that may differ from a run's config.json when it is resumed: the length of the run, the learning-rate
+#: schedule, and what does not change the numbers (output, progress, plots, threads, determinism switch).
+RESUMABLE_KEYS = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "time_budget_s",
+        "lr",
+        "min_lr_ratio",
+        "warmup_steps",
+        "output",
+        "resume",
+        "progress",
+        "plots",
+    }
+    | {"threads", "deterministic"}
+)
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot be used; the message names the key or flag."""
 
 
 @dataclass
@@ -31,9 +60,19 @@ class TrainConfig:
     energy_weight: float = 1.0  # on (eV/atom)^2
     force_weight: float = 1.0  # on (eV/Å)^2
     align_weight: float = 1.0
+    # learned mode: 'pooled' (the paper's: mean-pooled final embeddings of two rotated views) or 'atoms'
+    # (per-atom features); alignment loss 'mse' (normalised embeddings) or 'infonce' (contrastive over the
+    # batch, temperature align_temperature); align_stop_gradient detaches the target view. docs/training.md
+    align: str = "pooled"
+    align_loss: str = "mse"
+    align_temperature: float = 0.1
+    align_stop_gradient: bool = False
     # optimisation
     epochs: int = 10
     max_steps: int | None = None
+    #: Wall-clock training budget in seconds for this process (None: no limit). With a budget the learning-rate
+    #: schedule follows max(step progress, time progress), so the cosine decay ends when the budget does.
+    time_budget_s: float | None = None
     max_atoms: int = 256  # per (global) batch
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
@@ -60,37 +99,69 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)} (known: {sorted(known)})")
+            raise ConfigError(f"unknown training config keys: {sorted(unknown)} (known: {sorted(known)})")
         cfg = cls(**data)
         cfg.check()
         return cfg
 
     def check(self) -> None:
+        """Raise :class:`ConfigError` for a setting that cannot work, before any data is read."""
         if self.equivariance not in ("learned", "augment", "none"):
-            raise ValueError(f"equivariance must be learned, augment or none, got {self.equivariance!r}")
+            raise ConfigError(f"equivariance must be learned, augment or none, got {self.equivariance!r}")
+        if self.align not in ("pooled", "atoms"):
+            raise ConfigError(f"align must be pooled or atoms, got {self.align!r}")
+        if self.align_loss not in ("mse", "infonce") or (self.align == "atoms" and self.align_loss != "mse"):
+            raise ConfigError(f"align_loss must be mse or infonce (atoms: mse only), got {self.align_loss!r}")
+        if self.align_temperature <= 0:
+            raise ConfigError(f"align_temperature must be > 0, got {self.align_temperature}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.max_val_frames is not None and self.max_val_frames < 0:
-            raise ValueError(f"max_val_frames must be >= 0 (0: all held-out frames), got {self.max_val_frames}")
+            raise ConfigError(f"max_val_frames must be >= 0 (0: all held-out frames), got {self.max_val_frames}")
+        for key in ("epochs", "max_steps", "max_atoms", "max_frames"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if isinstance(self.data, str):
             self.data = [self.data]
         if isinstance(self.val_data, str):
             self.val_data = [self.val_data]
+        self.check_model()
+
+    def check_model(self) -> None:
+        """Build the model config (elements: a placeholder until the data are read) to check the architecture."""
+        from ..model.config import TransIPConfig
+
+        mcfg = {**self.model, "dtype": self.dtype}
+        if not mcfg.get("elements"):
+            mcfg["elements"] = [1]
+        try:
+            TransIPConfig.from_dict(mcfg)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model config: {exc}; rule: {MODEL_RULE}") from exc
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML (.yaml/.yml) or TOML (.toml) file as a dict."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
     text = path.read_text()
-    if path.suffix == ".toml":
-        import tomllib
+    try:
+        if path.suffix == ".toml":
+            import tomllib
 
-        return tomllib.loads(text)
-    import yaml
+            data = tomllib.loads(text)
+        else:
+            import yaml
 
-    data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # yaml.YAMLError / tomllib.TOMLDecodeError: name the file, no traceback
+        raise ConfigError(f"{path}: cannot parse the config file: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the config must be a mapping")
+        raise ConfigError(f"{path}: the config must be a mapping")
     return data
 
 
@@ -112,3 +183,50 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             target = target.setdefault(p, {})
         target[parts[-1]] = value
     return out
+
+
+def run_folder(resume: str | os.PathLike) -> Path:
+    """The run folder of ``--resume``: the folder itself, or the folder of a checkpoint file."""
+    path = Path(resume)
+    return path if path.is_dir() else path.parent
+
+
+def resume_config(resume: str | os.PathLike) -> dict[str, Any]:
+    """The configuration a resumed run starts from: the run's ``config.json`` (written before its first epoch)."""
+    path = Path(resume)
+    if not path.exists():
+        raise ConfigError(f"{path}: --resume: no such run folder or checkpoint")
+    config = run_folder(path) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"{path}: --resume: not a training run (no {config.name} in {run_folder(path)})")
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{config}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config}: the config must be a mapping")
+    return data
+
+
+def _get(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def merge_resume(stored: dict[str, Any], overrides: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """``stored`` (a run's config) with ``overrides`` applied; refuse a change to a key outside RESUMABLE_KEYS.
+
+    ``names`` maps each override key to what the user typed (``--heads``, ``--set model.n_rbf``), for the error.
+    """
+    for key, value in overrides.items():
+        current = _get(stored, key)
+        if key not in RESUMABLE_KEYS and value != current:
+            allowed = ", ".join(sorted(RESUMABLE_KEYS - {"resume"}))
+            raise ConfigError(
+                f"{names.get(key, key)} {value!r} differs from the resumed run's {key}={current!r}; a resumed run "
+                f"keeps its config.json except {allowed} (start a new run to change {key})"
+            )
+    return apply_overrides(stored, overrides)

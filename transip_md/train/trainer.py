@@ -11,12 +11,22 @@ step and the force loss needs a double backward, two things DDP's bucketed hooks
 Resuming is exact: the batch order and the rotations of epoch e are drawn from generators seeded with
 (seed, e), and the checkpoint (written after every epoch) holds the model, EMA, optimizer, scheduler and
 python/numpy/torch RNG states. A run killed mid-epoch loses only that epoch.
+
+Kill points at the end of an epoch: ``last.pt`` is written first and holds the best epoch's weights too;
+``best.pt``, ``log.csv`` and ``model.pt`` are derived from it. A kill after any write leaves ``last.pt``
+consistent, and the export at the end of a (resumed) run re-derives ``best.pt`` from it, so ``model.pt`` is
+always the best epoch's EMA weights. A kill inside a write leaves the previous file intact (atomic writes)
+and at most a ``*.tmp`` file, which the next start removes. A run killed before its first checkpoint resumes
+from epoch 1.
+
+Messages go through ``logging`` (logger ``transip_md.train.trainer``), from rank 0 only.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import time
@@ -27,13 +37,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
+from ..atomic_io import atomic_write, stale_temporaries
 from ..model import TransIP, TransIPConfig
 from . import checkpoint as ckpt_mod
-from .config import TrainConfig
-from .data import Frame, TopologyCache, collate, data_hash, make_batches, read_frames, split, statistics
-from .losses import RotationTransform, random_rotations, training_loss
+from .baseline import fit_energy_baseline
+from .checkpoint import CheckpointError
+from .config import ConfigError, TrainConfig
+from .data import TopologyCache, collate, data_hash, make_batches, read_frames, statistics
+from .heldout import partition
+from .losses import alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
+
+logger = logging.getLogger(__name__)
+
+#: Files of a run folder that are written atomically (their stale ``*.tmp`` files are removed at start).
+RUN_FILES = ("last.pt", "best.pt", "model.pt", "log.csv", "config.json", "data_stats.json")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -63,27 +83,6 @@ def _spread(ids: list[int], n: int) -> list[int]:
     return [ids[int(k)] for k in np.unique(np.linspace(0, len(ids) - 1, n).round().astype(int))]
 
 
-def fit_reference_energies(frames: list[Frame], ids: list[int], elements: list[int]) -> tuple[np.ndarray, float]:
-    """Least-squares per-element energies (eV) on the training frames, and the RMS force (eV/Å).
-
-    E_b ~ sum_z n_bz e_z; elements absent from the training frames get the mean energy per atom.
-    """
-    col = {z: k for k, z in enumerate(elements)}
-    a = np.zeros((len(ids), len(elements)))
-    y = np.zeros(len(ids))
-    for r, i in enumerate(ids):
-        for z in frames[i].numbers:
-            a[r, col[int(z)]] += 1
-        y[r] = frames[i].energy
-    present = a.sum(0) > 0
-    refs = np.zeros(len(elements))
-    refs[present] = np.linalg.lstsq(a[:, present], y, rcond=None)[0]
-    # An element absent from the training frames gets the mean energy per atom (a neutral guess).
-    refs[~present] = y.sum() / a.sum()
-    f_rms = float(np.sqrt(np.mean(np.concatenate([frames[i].forces.ravel() for i in ids]) ** 2)))
-    return refs, f_rms
-
-
 class EMA:
     """Exponential moving average of the floating-point parameters.
 
@@ -110,11 +109,16 @@ class EMA:
             self.shadow[n].copy_(tmp)
 
 
-def lr_lambda_factory(warmup: int, total: int, min_ratio: float):
+def lr_lambda_factory(warmup: int, total: int, min_ratio: float, time_progress=None):
+    """Linear warm-up then cosine decay to ``min_ratio``; ``time_progress()`` (0..1), when given, can only
+    advance the decay (a wall-clock budget ends the schedule on time)."""
+
     def fn(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if time_progress is not None:
+            progress = max(progress, min(1.0, time_progress()))
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
@@ -128,10 +132,15 @@ def _all_reduce_sum(x: np.ndarray, info: DistInfo) -> np.ndarray:
     return t.numpy()
 
 
+def _model_config_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
-        cfg.check()
+        cfg.check()  # the model architecture too, before any data is read
         self.cfg = cfg
         self.info = setup_distributed()
         if cfg.threads > 0:
@@ -141,14 +150,21 @@ class Trainer:
         self.out = Path(cfg.output)
         if self.info.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temporaries()
         self._load_data()
         self._build()
+
+    def _remove_stale_temporaries(self) -> None:
+        for name in RUN_FILES:
+            for tmp in stale_temporaries(self.out / name):
+                logger.info("removing %s (left by a killed write)", tmp)
+                tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ setup
     def _load_data(self) -> None:
         cfg = self.cfg
         if not cfg.data:
-            raise ValueError("no training data: give --data FILE_OR_FOLDER (extxyz, .db, .aselmdb)")
+            raise ConfigError("no training data: give --data FILE_OR_FOLDER (extxyz, .db, .aselmdb)")
         elements = cfg.model.get("elements")
         frames, report = read_frames(cfg.data, elements=elements, skip_bad=cfg.skip_bad)
         reports = [report]
@@ -159,19 +175,9 @@ class Trainer:
             val_ids = list(range(len(frames), len(frames) + len(val_frames)))
             frames = frames + val_frames
         else:
-            train_ids, val_ids = split(frames, cfg.val_fraction, cfg.split_seed)
-        self.read_report = {
-            key: sum(getattr(r, key) for r in reports) for key in ("files", "frames", "skipped_frames", "skipped_files")
-        }
-        self.read_report["problems"] = [p for r in reports for p in r.problems]
-        skipped = self.read_report["skipped_frames"] + self.read_report["skipped_files"]
-        if skipped and self.info.main:
-            first = "; ".join(self.read_report["problems"][:3])
-            print(
-                f"skip_bad: skipped {self.read_report['skipped_frames']} bad frame(s) and "
-                f"{self.read_report['skipped_files']} unreadable file(s), listed in data_stats.json: {first}",
-                flush=True,
-            )
+            # held-out molecules (the data set's own flag) are never trained on nor used for validation
+            train_ids, val_ids, _ = partition(frames, cfg.val_fraction, cfg.split_seed)
+        self._report_reads(reports)
         # evenly spread subsets, so they cover many molecules
         if cfg.max_frames is not None:
             train_ids = _spread(train_ids, cfg.max_frames)
@@ -181,12 +187,25 @@ class Trainer:
         elif cfg.max_frames is not None:
             val_ids = _spread(val_ids, max(1, cfg.max_frames // 4))
         if not train_ids:
-            raise ValueError("no training frames after the split")
+            raise ConfigError("no training frames after the split (more data or a smaller --val-fraction)")
         self.frames = frames
         self.train_ids = train_ids
         self.val_ids = val_ids
         self.data_hash = data_hash([frames[i] for i in train_ids + val_ids])
         self.stats = statistics([frames[i] for i in train_ids])
+
+    def _report_reads(self, reports: list) -> None:
+        keys = ("files", "frames", "skipped_frames", "skipped_files")
+        self.read_report: dict[str, Any] = {key: sum(getattr(r, key) for r in reports) for key in keys}
+        self.read_report["problems"] = [p for r in reports for p in r.problems]
+        skipped = self.read_report["skipped_frames"] + self.read_report["skipped_files"]
+        if skipped and self.info.main:
+            logger.warning(
+                "skip_bad: skipped %d bad frame(s) and %d unreadable file(s), listed in data_stats.json: %s",
+                self.read_report["skipped_frames"],
+                self.read_report["skipped_files"],
+                "; ".join(self.read_report["problems"][:3]),
+            )
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -197,14 +216,26 @@ class Trainer:
         self.model_config = TransIPConfig.from_dict(mcfg)
         torch.manual_seed(cfg.seed)
         self.model = TransIP(self.model_config)
-        refs, f_rms = fit_reference_energies(self.frames, self.train_ids, self.model_config.elements)
+        baseline = fit_energy_baseline(self.frames, self.train_ids, self.model_config.elements)
         with torch.no_grad():
-            self.model.reference_energies.copy_(torch.from_numpy(refs))
-            self.model.energy_scale.fill_(max(f_rms, 1e-3))
+            self.model.reference_energies.copy_(torch.from_numpy(baseline.element_energies))
+            self.model.energy_scale.fill_(max(baseline.force_rms, 1e-3))
+        self.model.state_energy.set_linear(torch.from_numpy(baseline.state_weights))
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-        self.transform = (
-            RotationTransform(self.model_config.d_model).to(dtype) if cfg.equivariance == "learned" else None
-        )
+        self.transform = alignment_from_config(cfg, self.model_config.d_model, dtype)
+        self._build_optimizer()
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.topologies = TopologyCache(self.frames, self.model_config.cutoff)
+        self.epoch = 0  # next epoch to run
+        self.step = 0
+        self.best = math.inf
+        self.best_state: dict[str, Any] | None = None  # {epoch, metric, model_state, ema_state}
+        self.history: list[dict[str, Any]] = []
+        if cfg.resume:
+            self._resume(cfg.resume)
+
+    def _build_optimizer(self) -> None:
+        cfg = self.cfg
         params = list(self.model.parameters()) + (list(self.transform.parameters()) if self.transform else [])
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -217,17 +248,12 @@ class Trainer:
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         self.total_steps = total
+        self.clock_start = time.time()
+        budget = cfg.time_budget_s
+        time_progress = None if budget is None else (lambda: (time.time() - self.clock_start) / budget)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda_factory(cfg.warmup_steps, total, cfg.min_lr_ratio)
+            self.optimizer, lr_lambda_factory(cfg.warmup_steps, total, cfg.min_lr_ratio, time_progress)
         )
-        self.ema = EMA(self.model, cfg.ema_decay)
-        self.topologies = TopologyCache(self.frames, self.model_config.cutoff)
-        self.epoch = 0  # next epoch to run
-        self.step = 0
-        self.best = math.inf
-        self.history: list[dict[str, Any]] = []
-        if cfg.resume:
-            self._resume(cfg.resume)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> dict[str, Any]:
@@ -245,6 +271,7 @@ class Trainer:
             "epoch": self.epoch - 1,
             "step": self.step,
             "best_metric": float(self.best),
+            "best": self.best_state,
             "data_hash": self.data_hash,
             "history": self.history,
         }
@@ -252,22 +279,61 @@ class Trainer:
     def _resume(self, path: str) -> None:
         if os.path.isdir(path):
             path = os.path.join(path, "last.pt")
+            if not os.path.exists(path):  # killed before (or during) its first checkpoint: nothing to continue
+                if self.info.main:
+                    logger.info("%s: no checkpoint yet (killed before its first epoch ended): epoch 1", path)
+                return
         ck = ckpt_mod.load_checkpoint(path)
+        if "optimizer" not in ck:
+            raise CheckpointError(f"{path}: holds weights only (best.pt); resume from the run folder or its last.pt")
         if ck["model_config"] != self.model_config.to_dict():
-            raise ValueError(f"{path}: checkpoint model config differs from this run's")
+            diff = _model_config_diff(ck["model_config"], self.model_config.to_dict())
+            raise CheckpointError(f"{path}: checkpoint model config differs from this run's ({diff})")
         if ck["data_hash"] != self.data_hash:
-            raise ValueError(f"{path}: checkpoint was trained on different data (hash mismatch)")
+            raise CheckpointError(f"{path}: checkpoint was trained on different data (hash mismatch)")
         self.model.load_state_dict(ck["model_state"])
         self.ema.shadow = {k: v.clone() for k, v in ck["ema_state"].items()}
         if self.transform is not None:
             self.transform.load_state_dict(ck["transform_state"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
+        self._apply_lr_schedule()
         ckpt_mod.set_rng_state(ck["rng"])
         self.epoch = int(ck["epoch"]) + 1
         self.step = int(ck["step"])
         self.best = float(ck["best_metric"])
+        self.best_state = ck.get("best")
         self.history = list(ck["history"])
+
+    def _apply_lr_schedule(self) -> None:
+        """After loading a scheduler state: this run's lr and schedule (a resume may change lr, epochs, warm-up)."""
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [self.cfg.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.cfg.lr
+            group["lr"] = self.cfg.lr * factor
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def _record_best(self, score: float) -> bool:
+        """Keep the EMA weights of the epoch just finished (``self.epoch - 1``) if ``score`` is the best."""
+        if not score < self.best:
+            return False
+        self.best = score
+        self.best_state = {
+            "epoch": self.epoch - 1,
+            "metric": float(score),
+            "model_state": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "ema_state": {k: v.clone() for k, v in self.ema.shadow.items()},
+        }
+        return True
+
+    def _save_epoch(self, is_best: bool) -> None:
+        """last.pt first (the truth, with the best weights in it), then what is derived from it."""
+        ck = self._checkpoint()
+        ckpt_mod.save_atomic(ck, self.out / "last.pt")
+        if is_best:
+            ckpt_mod.save_atomic(ckpt_mod.best_checkpoint(ck), self.out / "best.pt")
+        self._write_csv()
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self) -> dict[str, float]:
@@ -278,54 +344,57 @@ class Trainer:
         self.model.train()
         sums: dict[str, float] = {}
         n_done = 0
-        bar = None
-        if cfg.progress and info.main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False)
-        for global_ids in batches:
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                break
-            rot_all = random_rotations(len(global_ids), gen)
-            n_atoms = sum(self.frames[i].n_atoms for i in global_ids)
-            mine = list(range(info.rank, len(global_ids), info.world))
-            self.optimizer.zero_grad(set_to_none=False)
-            if mine:
-                batch = collate([global_ids[k] for k in mine], self.frames, self.topologies)
-                loss, parts = training_loss(
-                    self.model, self.transform, batch, cfg.equivariance, rot_all[mine],
-                    cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms,
-                )  # fmt: skip
-                loss.backward()
-                parts["loss"] = float(loss.detach())
-            else:
-                parts = {}
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            if info.world > 1:
-                flat = torch.cat([p.grad.reshape(-1) for p in params])
-                dist.all_reduce(flat)
-                offset = 0
-                for p in params:
-                    p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-                    offset += p.numel()
-                keys = ["loss", "loss_energy", "loss_force", "loss_align"]
-                vals = _all_reduce_sum(np.array([parts.get(k, 0.0) for k in keys]), info)
-                parts = {k: float(v) for k, v in zip(keys, vals, strict=True) if k in parts or info.world > 1}
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-            self.ema.update(self.model, self.step)
-            n_done += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if bar is not None:
+        show = cfg.progress and info.main
+        desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        with tqdm(total=len(batches), desc=desc, leave=False, disable=not show) as bar:
+            for global_ids in batches:
+                if (cfg.max_steps is not None and self.step >= cfg.max_steps) or self.out_of_time():
+                    break
+                parts = self._train_step(global_ids, draw_rotations(len(global_ids), gen, cfg.equivariance))
+                n_done += 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
                 bar.update()
                 bar.set_postfix(loss=f"{parts.get('loss', 0.0):.4g}")
-        if bar is not None:
-            bar.close()
         return {f"train_{k}": v / max(n_done, 1) for k, v in sums.items()}
+
+    def _train_step(self, global_ids: list[int], rot_all: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on a global batch (this process's share of it); the loss parts, summed over ranks."""
+        cfg, info = self.cfg, self.info
+        n_atoms = sum(self.frames[i].n_atoms for i in global_ids)
+        mine = list(range(info.rank, len(global_ids), info.world))
+        self.optimizer.zero_grad(set_to_none=False)
+        parts: dict[str, float] = {}
+        if mine:
+            batch = collate([global_ids[k] for k in mine], self.frames, self.topologies)
+            loss, parts = training_loss(
+                self.model, self.transform, batch, cfg.equivariance, rot_all[mine],
+                cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms,
+            )  # fmt: skip
+            loss.backward()
+            parts["loss"] = float(loss.detach())
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if info.world > 1:
+            parts = self._reduce(params, parts)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        return parts
+
+    def _reduce(self, params: list[torch.Tensor], parts: dict[str, float]) -> dict[str, float]:
+        """Sum the gradients and the loss parts over the processes."""
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        keys = ["loss", "loss_energy", "loss_force", "loss_align"]
+        vals = _all_reduce_sum(np.array([parts.get(k, 0.0) for k in keys]), self.info)
+        return {k: float(v) for k, v in zip(keys, vals, strict=True)}
 
     # ------------------------------------------------------------------ validation
     def validate(self, with_predictions: bool = False) -> tuple[dict[str, float], dict]:
@@ -346,69 +415,93 @@ class Trainer:
         return metrics, (preds if with_predictions else {})
 
     # ------------------------------------------------------------------ main loop
+    def out_of_time(self) -> bool:
+        """Whether this process has used its wall-clock budget (``time_budget_s``)."""
+        budget = self.cfg.time_budget_s
+        if budget is None:
+            return False
+        spent = time.time() - self.clock_start >= budget
+        if self.info.world > 1:  # every rank stops at the same step
+            return bool(_all_reduce_sum(np.array([float(spent)]), self.info)[0] > 0)
+        return spent
+
     def fit(self) -> dict[str, Any]:
         cfg, info = self.cfg, self.info
         if info.main:
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-            (self.out / "data_stats.json").write_text(
-                json.dumps(
-                    {
-                        "train": self.stats,
-                        "val_frames": len(self.val_ids),
-                        "data_hash": self.data_hash,
-                        "read": self.read_report,
-                    },
-                    indent=1,
-                )
-            )
+            self._write_run_files()
+        if self.epoch >= cfg.epochs and info.main:
+            logger.info("%s: %d epoch(s) already done (epochs=%d): exporting only", self.out, self.epoch, cfg.epochs)
         t0 = time.time()
+        self.clock_start = t0
         while self.epoch < cfg.epochs and (cfg.max_steps is None or self.step < cfg.max_steps):
-            train_stats = self._train_epoch()
-            metrics, _ = self.validate() if self.val_ids else ({}, {})
-            row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.scheduler.get_last_lr()[0]}
-            row.update(train_stats)
-            row.update(metrics)
-            row["time_s"] = time.time() - t0
-            row = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in row.items()}
-            self.history.append(row)
-            self.epoch += 1
-            score = metrics.get("val_force_mae_meV_per_A", train_stats.get("train_loss", math.inf))
-            is_best = score < self.best
-            if is_best:
-                self.best = score
-            if info.main:
-                ck = self._checkpoint()
-                ckpt_mod.save_atomic(ck, self.out / "last.pt")
-                if is_best:
-                    ckpt_mod.save_atomic(ck, self.out / "best.pt")
-                self._write_csv()
-                if cfg.progress:
-                    print(
-                        f"epoch {row['epoch']}: loss {row.get('train_loss', float('nan')):.4g} "
-                        f"F-MAE {metrics.get('val_force_mae_meV_per_A', float('nan')):.1f} meV/Å "
-                        f"E-MAE {metrics.get('val_energy_mae_meV_per_atom', float('nan')):.2f} meV/atom "
-                        f"sym-F {metrics.get('val_sym_force_rms_meV_per_A', float('nan')):.2f} meV/Å",
-                        flush=True,
-                    )
+            if self.out_of_time():
+                break
+            self._run_epoch(t0)
             if info.world > 1:
                 dist.barrier()
-        result = {"history": self.history, "output": str(self.out)}
+        result: dict[str, Any] = {"history": self.history, "output": str(self.out)}
         if info.main:
             result["model"] = str(self.finish())
+            result["best_epoch"] = None if self.best_state is None else int(self.best_state["epoch"]) + 1
         if info.world > 1:
             dist.barrier()
         return result
 
+    def _write_run_files(self) -> None:
+        stats = {"train": self.stats, "val_frames": len(self.val_ids), "data_hash": self.data_hash}
+        stats["read"] = self.read_report
+        for name, obj in (("config.json", self.cfg.to_dict()), ("data_stats.json", stats)):
+            with atomic_write(self.out / name) as tmp:
+                tmp.write_text(json.dumps(obj, indent=1))
+
+    def _run_epoch(self, t0: float) -> None:
+        """Train one epoch, validate, record it and (rank 0) write the checkpoints and log."""
+        train_stats = self._train_epoch()
+        metrics, _ = self.validate() if self.val_ids else ({}, {})
+        row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.scheduler.get_last_lr()[0]}
+        row.update(train_stats)
+        row.update(metrics)
+        row["time_s"] = time.time() - t0
+        row = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in row.items()}
+        self.history.append(row)
+        self.epoch += 1
+        is_best = self._record_best(metrics.get("val_force_mae_meV_per_A", train_stats.get("train_loss", math.inf)))
+        if not self.info.main:
+            return
+        self._save_epoch(is_best)
+        if self.cfg.progress:
+            logger.info(
+                "epoch %d: loss %.4g F-MAE %.1f meV/Å E-MAE %.2f meV/atom sym-F %.2f meV/Å",
+                row["epoch"],
+                row.get("train_loss", float("nan")),
+                metrics.get("val_force_mae_meV_per_A", float("nan")),
+                metrics.get("val_energy_mae_meV_per_atom", float("nan")),
+                metrics.get("val_sym_force_rms_meV_per_A", float("nan")),
+            )
+
+    def _best_checkpoint(self) -> tuple[dict[str, Any], str]:
+        """The best epoch's checkpoint as recorded in last.pt (re-deriving best.pt if a kill left it stale)."""
+        last_path = self.out / "last.pt"
+        if not last_path.exists():
+            raise CheckpointError(f"{last_path}: no checkpoint: no epoch of this run has finished")
+        last = ckpt_mod.load_checkpoint(last_path)
+        if last.get("best") is not None:
+            best_path = ckpt_mod.sync_best(self.out, last)
+            return ckpt_mod.best_checkpoint(last), best_path.name
+        # a version-1 run: best.pt, else last.pt
+        src = self.out / "best.pt" if (self.out / "best.pt").exists() else last_path
+        return ckpt_mod.load_checkpoint(src), src.name
+
     def finish(self) -> Path:
         """Export model.pt (best EMA weights) and draw the plots."""
-        best = self.out / "best.pt"
-        src = best if best.exists() else self.out / "last.pt"
-        path = ckpt_mod.export_checkpoint(src, self.out / "model.pt")
+        ck, source = self._best_checkpoint()
+        self._write_csv()  # log.csv follows last.pt, also when a kill came between them
+        path = ckpt_mod.export_loaded(ck, self.out / "model.pt", source)
+        logger.info("%s: exported epoch %d (best validation) from %s", path, int(ck["epoch"]) + 1, source)
         if self.cfg.plots and self.val_ids:
             from .plots import learning_curves, parity_plots
 
             learning_curves(self.history, self.out / "learning_curves.png")
-            ck = ckpt_mod.load_checkpoint(src)
             model = ckpt_mod.model_from_checkpoint(ck).eval()
             preds = predict_frames(model, self.frames, self.val_ids, self.topologies, self.cfg.max_atoms)
             parity_plots(self.frames, preds, self.out / "parity.png")
@@ -418,17 +511,15 @@ class Trainer:
         keys: list[str] = []
         for row in self.history:
             keys += [k for k in row if k not in keys]
-        tmp = self.out / "log.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_write(self.out / "log.csv") as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=keys)
             w.writeheader()
             for row in self.history:
                 w.writerow(row)
-        os.replace(tmp, self.out / "log.csv")
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     return Trainer(cfg).fit()
 
 
-__all__ = ["Trainer", "train", "fit_reference_energies", "collate"]
+__all__ = ["Trainer", "train", "collate"]
