@@ -31,9 +31,13 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[all]'
 if [ "${TRANSIP_MINIMAL:-0}" = "1" ]; then exit 0; fi
+# Each step runs with bash (its executable bit does not matter); a missing one is an error, not a skip.
 for step in scripts/build-lammps-plugin.sh scripts/build-lammps-mliap.sh scripts/setup-openmmtorch-venv.sh; do
-  if [ -x "$step" ]; then
-    echo "install: $step"
-    "$step"
+  if [ ! -f "$step" ]; then
+    echo "install: $step is missing from this checkout; it is part of the full install" \
+         "(TRANSIP_MINIMAL=1 installs the Python package alone)." >&2
+    exit 1
   fi
+  echo "install: $step"
+  bash "$step"
 done

@@ -34,6 +34,15 @@ def _checkout_copy(folder: Path) -> Path:
     return folder / "scripts" / "install.sh"
 
 
+BUILD_STEPS = ("build-lammps-plugin.sh", "build-lammps-mliap.sh", "setup-openmmtorch-venv.sh")
+
+
+def _stub_build_steps(checkout: Path, log: Path) -> None:
+    """Build scripts that only record that they ran, without the executable bit (install.sh runs them with bash)."""
+    for name in BUILD_STEPS:
+        (checkout / "scripts" / name).write_text(f'echo "{name}" >> "{log}"\n')
+
+
 def _executable(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -67,6 +76,7 @@ def test_install_rerun_counts_only_what_is_missing(tmp_path: Path) -> None:
     _executable(checkout / ".venv" / "bin" / "python", "#!/bin/sh\nexit 0\n")
     _executable(checkout / ".venv" / "bin" / "pip", f'#!/bin/sh\necho "$*" >> "{tmp_path}/pip.log"\n')
     _executable(checkout / "build" / "openmmtorch-venv" / "bin" / "python", "#!/bin/sh\nexit 0\n")
+    _stub_build_steps(checkout, tmp_path / "steps.log")
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     calls = (tmp_path / "pip.log").read_text().splitlines()
@@ -75,6 +85,29 @@ def test_install_rerun_counts_only_what_is_missing(tmp_path: Path) -> None:
     shutil.rmtree(checkout / "build")
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "about 5 GB of free disk is needed" in result.stderr
+
+
+def test_install_runs_every_build_step_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    """Build scripts without the executable bit still run (with bash), in order; a missing one stops the
+    install with a message naming it instead of being skipped."""
+    env = _fake_df(tmp_path / "bin", free_kib=2 * 1024 * 1024)
+    checkout = tmp_path / "checkout"
+    script = _checkout_copy(checkout)
+    _executable(checkout / ".venv" / "bin" / "python", "#!/bin/sh\nexit 0\n")
+    _executable(checkout / ".venv" / "bin" / "pip", "#!/bin/sh\nexit 0\n")
+    _executable(checkout / "build" / "openmmtorch-venv" / "bin" / "python", "#!/bin/sh\nexit 0\n")
+    log = tmp_path / "steps.log"
+    _stub_build_steps(checkout, log)
+    assert not any(os.access(checkout / "scripts" / name, os.X_OK) for name in BUILD_STEPS)
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert log.read_text().splitlines() == list(BUILD_STEPS)
+    log.unlink()
+    (checkout / "scripts" / "build-lammps-mliap.sh").unlink()
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "scripts/build-lammps-mliap.sh is missing" in result.stderr
+    assert log.read_text().splitlines() == ["build-lammps-plugin.sh"]
 
 
 def test_mliap_build_needs_the_main_venv(tmp_path: Path) -> None:

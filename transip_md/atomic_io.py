@@ -18,6 +18,12 @@ def stale_temporaries(path: Path) -> list[Path]:
     return sorted(path.parent.glob(path.name + ".*.tmp"))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
@@ -32,6 +38,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)

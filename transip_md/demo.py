@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+
+from .atomic_io import atomic_write
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,24 +32,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _sample(data: Path, n: int, out: Path) -> Path:
-    from ase.io import read, write
+def _sample(data: Path, n: int, out: Path, elements: list[int] | None = None) -> Path:
+    """``n`` frames (seeded) of ``data`` made of ``elements``: from held-out molecules when the set flags them."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
 
-    frames = read(data, index=":")
-    idx = np.random.default_rng(0).choice(len(frames), size=min(n, len(frames)), replace=False)
-    write(out, [frames[i] for i in sorted(idx)], format="extxyz")
+    from .train.data import frame_to_atoms, read_frames
+
+    frames, _ = read_frames(data)
+    ok = [i for i, f in enumerate(frames) if elements is None or set(f.numbers.tolist()) <= set(elements)]
+    pool = [i for i in ok if frames[i].heldout] or ok
+    idx = np.random.default_rng(0).choice(pool, size=min(n, len(pool)), replace=False)
+    atoms = []
+    for i in sorted(int(k) for k in idx):
+        a = frame_to_atoms(frames[i])
+        a.info["mol_id"] = frames[i].mol_id
+        a.calc = SinglePointCalculator(a, energy=frames[i].energy, forces=frames[i].forces)
+        atoms.append(a)
+    with atomic_write(out) as tmp:
+        write(tmp, atoms, format="extxyz")
     return out
 
 
-def _molecule(data: Path, out: Path) -> Path:
-    """The first neutral singlet with at least 15 atoms, as extxyz with its charge/spin."""
-    from ase.io import iread, write
+def _molecule(data: Path, out: Path, elements: list[int] | None = None) -> Path:
+    """The first neutral singlet thermal frame with at least 15 atoms of ``elements``, as extxyz."""
+    from ase.io import write
 
-    for atoms in iread(data, index=":"):
-        if atoms.info.get("charge", 0) == 0 and atoms.info.get("spin", 1) == 1 and len(atoms) >= 15:
-            clean = atoms.copy()
-            clean.info = {"charge": 0, "spin": 1}
-            write(out, clean, format="extxyz")
+    from .train.data import frame_to_atoms, read_frames
+
+    frames, _ = read_frames(data)
+    for f in frames:
+        known = elements is None or set(f.numbers.tolist()) <= set(elements)
+        if (f.charge, f.spin) == (0, 1) and f.n_atoms >= 15 and f.sampler in ("", "thermal") and known:
+            with atomic_write(out) as tmp:
+                write(tmp, frame_to_atoms(f), format="extxyz")
             return out
     raise RuntimeError(f"{data}: no neutral singlet molecule with >= 15 atoms")
 
@@ -70,13 +91,16 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = default_dataset_path()
     shipped = default_model_path()
-    print(f"[demo 1/3] short training run on {data.name} -> {out / 'train'}", flush=True)
+    logger.info("[demo 1/3] short training run on %s -> %s", data.name, out / "train")
     cli(["train", "--output", str(out / "train"), "--epochs", str(args.epochs), "--max-frames", str(args.max_frames)])
-    print(f"[demo 2/3] evaluating the shipped model {shipped.name} on {args.eval_frames} sampled frames", flush=True)
-    sample = _sample(data, args.eval_frames, out / "eval-sample.extxyz")
+    logger.info("[demo 2/3] evaluating the shipped model %s on %d sampled frames", shipped.name, args.eval_frames)
+    from .model import load_compiled
+
+    known = load_compiled(shipped).elements  # the shipped model may know fewer elements than the data set
+    sample = _sample(data, args.eval_frames, out / "eval-sample.extxyz", known)
     cli(["evaluate", str(shipped), str(sample), "--symmetry-structures", "4", "--symmetry-rotations", "4"])
-    print("[demo 3/3] OpenMM MD with the shipped model: NVT 300 K, then NVE", flush=True)
-    mol = _molecule(data, out / "molecule.extxyz")
+    logger.info("[demo 3/3] OpenMM MD with the shipped model: NVT 300 K, then NVE")
+    mol = _molecule(data, out / "molecule.extxyz", known)
     common = ["--model", str(shipped), "--timestep", "0.5", "--steps", str(args.md_steps), "--report-interval", "10"]
     cli(
         [
@@ -109,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         ]
     )
     summary = {"training_run": str(out / "train"), "nve": _energy_stats(out / "nve.csv")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    with atomic_write(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0

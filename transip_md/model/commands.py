@@ -1,79 +1,143 @@
-"""``transip-md export``: write a compiled model file (random weights for smoke tests, or from a checkpoint)."""
+"""``transip-md export``: write a compiled model file (random weights for smoke tests, or recompiled).
+
+Sources that live in higher layers add themselves with :func:`add_export_source` (the training layer
+``--checkpoint``, the LAMMPS layer ``--lammps-mliap``), so this layer imports neither of them.
+Exactly one source per call; a random-model option given with another source is an error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+
+#: (args, output path) -> the line printed after writing.
+ExportWriter = Callable[[argparse.Namespace, str], str]
+
+#: Options of --random and their defaults (the flags default to None so that a stray one can be refused).
+RANDOM_DEFAULTS = {
+    "elements": "H,C,N,O",
+    "d_model": 64,
+    "layers": 2,
+    "heads": 4,
+    "dtype": "float32",
+    "seed": 0,
+    "attention": "math",
+}
+ARCHITECTURE_RULE = "d-model divisible by heads; head dimension d-model/heads >= 6 x rotary frequencies (2): >= 12"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a compiled model file (TorchScript + metadata)")
+    p = sub.add_parser(
+        "export",
+        help="write a compiled model file (TorchScript + metadata)",
+        description="Write a compiled model file from exactly one source: --random, --recompile, or one "
+        "added by another layer (--checkpoint, --lammps-mliap).",
+    )
     p.add_argument("output", nargs="?", help="model file to write (.pt)")
+    p.add_argument("-o", dest="output_opt", metavar="OUTPUT", help="output file (same as the positional argument)")
     p.add_argument("--random", action="store_true", help="random weights (smoke tests and benchmarks only)")
-    p.add_argument("--checkpoint", help="trainer checkpoint to export (weights_only load)")
-    p.add_argument("--elements", default="H,C,N,O", help="comma-separated element symbols (with --random)")
-    p.add_argument("--cutoff", type=float, default=None, help="Å; omit for a global all-pairs model")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--attention", choices=["math", "sdpa"], default="math", help="attention kernel baked into the file")
     p.add_argument(
         "--recompile", metavar="MODEL", help="rewrite MODEL with this version's code (same weights and metadata)"
     )
-    p.add_argument("--lammps-mliap", metavar="MODEL", help="wrap MODEL for `pair_style mliap unified`")
-    p.add_argument("-o", dest="output_opt", help="output file (same as the positional argument)")
-    p.add_argument("--charge", type=int, default=0, help="total charge stored in an ML-IAP file (e)")
-    p.add_argument("--spin", type=int, default=1, help="spin multiplicity stored in an ML-IAP file")
-    p.set_defaults(func=run)
+    r = RANDOM_DEFAULTS
+    p.add_argument("--elements", help=f"--random: comma-separated element symbols (default: {r['elements']})")
+    p.add_argument("--cutoff", type=float, default=None, help="--random: Å; omit for a global all-pairs model")
+    p.add_argument("--d-model", type=int, help=f"--random: token width (default: {r['d_model']}); {ARCHITECTURE_RULE}")
+    p.add_argument("--layers", type=int, help=f"--random: Transformer blocks (default: {r['layers']})")
+    p.add_argument("--heads", type=int, help=f"--random: attention heads (default: {r['heads']})")
+    p.add_argument("--dtype", choices=["float32", "float64"], help=f"--random: precision (default: {r['dtype']})")
+    p.add_argument("--seed", type=int, help=f"--random: seed of the weights (default: {r['seed']})")
+    p.add_argument(
+        "--attention", choices=["math", "sdpa"], help=f"--random: attention kernel baked in (default: {r['attention']})"
+    )
+    p.set_defaults(func=run, export_sources={"random": ("--random", _write_random)}, export_options={})
+    p.get_default("export_sources")["recompile"] = ("--recompile", _write_recompiled)
+
+
+def add_export_source(
+    sub: argparse._SubParsersAction, flag: str, writer: ExportWriter, help: str, options: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
+    """Add ``flag MODEL`` as a source of ``transip-md export``; ``options``: flags that only it may use.
+
+    Returns the export parser, for the caller to add those options.
+    """
+    if "export" not in sub.choices:
+        raise RuntimeError("transip_md.model.commands.register must run before export sources are added")
+    p = sub.choices["export"]
+    action = p.add_argument(flag, metavar="FILE", help=help)
+    p.get_default("export_sources")[action.dest] = (flag, writer)
+    p.get_default("export_options").update({opt: action.dest for opt in options})
+    return p
+
+
+def _output(args: argparse.Namespace) -> str:
+    if args.output and args.output_opt and args.output != args.output_opt:
+        raise SystemExit(f"transip-md export: two different outputs: {args.output} and -o {args.output_opt}")
+    output = args.output_opt or args.output
+    if not output:
+        raise SystemExit("transip-md export: give the output file (positional or -o)")
+    return output
+
+
+def _source(args: argparse.Namespace) -> tuple[str, str, ExportWriter]:
+    """(dest, flag, writer) of the one source given; refuse none, several, or options of another source."""
+    sources = args.export_sources
+    chosen = [dest for dest in sources if getattr(args, dest, None)]
+    flags = " or ".join(flag for flag, _ in sources.values())
+    if not chosen:
+        raise SystemExit(f"transip-md export: choose a source: {flags}")
+    if len(chosen) > 1:
+        given = " and ".join(sources[d][0] for d in chosen)
+        raise SystemExit(f"transip-md export: {given} exclude each other: give one source")
+    dest = chosen[0]
+    owners = {**{k: "random" for k in (*RANDOM_DEFAULTS, "cutoff")}, **args.export_options}
+    for option, owner in owners.items():
+        if owner != dest and getattr(args, option, None) is not None:
+            raise SystemExit(
+                f"transip-md export: --{option.replace('_', '-')} applies to {sources[owner][0]} only, "
+                f"not to {sources[dest][0]}"
+            )
+    return dest, sources[dest][0], sources[dest][1]
 
 
 def run(args: argparse.Namespace) -> int:
+    output = _output(args)
+    _, _, writer = _source(args)
+    print(writer(args, output))
+    return 0
+
+
+def _write_recompiled(args: argparse.Namespace, output: str) -> str:
+    from .compiled import recompile
+
+    recompile(args.recompile, output)
+    return f"wrote {output} (recompiled from {args.recompile})"
+
+
+def _write_random(args: argparse.Namespace, output: str) -> str:
     from ase.data import atomic_numbers
 
     from .compiled import export, random_model
     from .config import TransIPConfig
 
-    output = args.output_opt or args.output
-    if not output:
-        raise SystemExit("transip-md export: give the output file")
-    if args.lammps_mliap:
-        from ..lammps.mliap import export_mliap
-
-        export_mliap(args.lammps_mliap, output, charge=args.charge, multiplicity=args.spin)
-        print(f"wrote {output} (ML-IAP unified; load with `pair_style mliap unified {output} 0`)")
-        return 0
-    if args.recompile:
-        from .compiled import recompile
-
-        recompile(args.recompile, output)
-        print(f"wrote {output} (recompiled from {args.recompile})")
-        return 0
-    if args.checkpoint:
-        from ..train.checkpoint import export_checkpoint
-
-        export_checkpoint(args.checkpoint, output)
-        print(f"wrote {output} from {args.checkpoint}")
-        return 0
-    if not args.random:
-        raise SystemExit(
-            "transip-md export: choose --random, --checkpoint CKPT, --recompile MODEL or --lammps-mliap MODEL"
-        )
+    opt = {k: (RANDOM_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)) for k in RANDOM_DEFAULTS}
     try:
-        elements = [atomic_numbers[s.strip()] for s in args.elements.split(",") if s.strip()]
+        elements = [atomic_numbers[s.strip()] for s in opt["elements"].split(",") if s.strip()]
     except KeyError as exc:
         raise SystemExit(f"transip-md export: unknown element symbol {exc}") from exc
-    config = TransIPConfig(
-        elements=elements,
-        d_model=args.d_model,
-        n_layers=args.layers,
-        n_heads=args.heads,
-        cutoff=args.cutoff,
-        dtype=args.dtype,
-    )
-    model = random_model(config, seed=args.seed)
-    model.set_attention_kernel(args.attention)
-    export(model, output, {"note": "random weights: for smoke tests and benchmarks only", "seed": args.seed})
-    print(json.dumps({"wrote": output, "cutoff": args.cutoff, "elements": args.elements, "random": True}))
-    return 0
+    try:
+        config = TransIPConfig(
+            elements=elements,
+            d_model=opt["d_model"],
+            n_layers=opt["layers"],
+            n_heads=opt["heads"],
+            cutoff=args.cutoff,
+            dtype=opt["dtype"],
+        )
+    except ValueError as exc:
+        raise SystemExit(f"transip-md export: {exc} (rule: {ARCHITECTURE_RULE})") from exc
+    model = random_model(config, seed=opt["seed"])
+    model.set_attention_kernel(opt["attention"])
+    export(model, output, {"note": "random weights: for smoke tests and benchmarks only", "seed": opt["seed"]})
+    return json.dumps({"wrote": output, "cutoff": args.cutoff, "elements": opt["elements"], "random": True})

@@ -1,48 +1,122 @@
 """Checkpoints: plain dicts of tensors and primitives (``torch.load(weights_only=True)``), written atomically.
 
-Keys: format, version, model_config, train_config, model_state, ema_state (EMA of the model's floating
-parameters), transform_state (learned mode), optimizer, scheduler, rng (python/numpy/torch states),
-epoch (last finished, 0-based), step, best_metric, data_hash, history.
+Keys of ``last.pt`` (the run's state; version 2): format, version, model_config, train_config, model_state,
+ema_state (EMA of the model's floating parameters), transform_state (learned mode), optimizer, scheduler, rng
+(python/numpy/torch states), epoch (last finished, 0-based), step, best_metric, data_hash, history, and
+``best`` = {epoch, metric, model_state, ema_state}: the weights of the best epoch so far.
+
+``last.pt`` is the single source of truth: ``best.pt`` (weights only, see :func:`best_checkpoint`) and
+``model.pt`` are derived from it, so a kill between any two writes leaves a state that :func:`sync_best`
+and the trainer's export repair without re-running anything.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic_io import atomic_write
+
 FORMAT = "transip-md-checkpoint"
-VERSION = 1
+VERSION = 2
+#: Keys a checkpoint must have to be loaded at all (weights-only best.pt files included).
+REQUIRED_KEYS = ("model_config", "model_state", "epoch")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, foreign or inconsistent; the message names the file."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
 
 
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """torch.save through :func:`transip_md.atomic_io.atomic_write` (never a torn file)."""
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def _unreadable_reason(path: str, exc: Exception) -> str:
+    """Why ``torch.load`` failed, in words that never suggest unpickling (no weights_only=False advice)."""
+    if os.path.getsize(path) == 0:
+        return "empty file"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any("/code/" in n for n in zf.namelist()):
+                return "a TorchScript archive, e.g. a compiled model file; a checkpoint is a torch.save dict"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors and plain values, which transip-md never unpickles"
+    return f"truncated or corrupt: {type(exc).__name__}"
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a trainer checkpoint with ``weights_only=True``; raise :class:`CheckpointError` naming ``path``."""
+    path = str(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointNotFoundError(f"{path}: checkpoint not found")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (give RUN/last.pt or RUN/best.pt)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError/OSError/EOFError/UnpicklingError/KeyError variants
+        raise CheckpointError(f"{path}: not a transip-md checkpoint ({_unreadable_reason(path, exc)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a transip-md trainer checkpoint")
+        raise CheckpointError(f"{path}: not a transip-md checkpoint (no '{FORMAT}' format tag)")
     if ckpt.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than this transip-md")
+        raise CheckpointError(f"{path}: checkpoint version {ckpt['version']} is newer than this transip-md")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a transip-md checkpoint (lacks {missing})")
     return ckpt
+
+
+def best_checkpoint(last: dict[str, Any]) -> dict[str, Any]:
+    """The weights-only checkpoint of the best epoch recorded in ``last`` (what best.pt holds).
+
+    It has no optimizer/scheduler/RNG state: resume from ``last.pt``, export from either.
+    """
+    best = last["best"]
+    epoch = int(best["epoch"])
+    keys = ("format", "version", "model_config", "train_config", "data_hash")
+    out = {k: last[k] for k in keys if k in last}
+    out.update(
+        model_state=best["model_state"],
+        ema_state=best["ema_state"],
+        epoch=epoch,
+        best_metric=float(best["metric"]),
+        history=[row for row in last.get("history", []) if int(row.get("epoch", 0)) <= epoch + 1],
+        weights_only=True,
+    )
+    return out
+
+
+def sync_best(run: Path, last: dict[str, Any]) -> Path | None:
+    """Make ``run/best.pt`` the best epoch recorded in ``last``; rewrite it only if it is missing or stale.
+
+    Returns the path, or None for a version-1 ``last`` that records no best weights.
+    """
+    if "best" not in last:
+        return None
+    path = run / "best.pt"
+    if path.exists():
+        try:
+            if int(load_checkpoint(path)["epoch"]) == int(last["best"]["epoch"]):
+                return path
+        except CheckpointError:
+            pass  # a torn or foreign best.pt is rewritten from last.pt below
+    save_atomic(best_checkpoint(last), path)
+    return path
 
 
 def rng_state() -> dict[str, Any]:
@@ -98,10 +172,15 @@ def provenance(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, output_path: str | os.PathLike) -> Path:
     """Write the compiled model file (EMA weights, provenance metadata) of a trainer checkpoint."""
+    ckpt = load_checkpoint(checkpoint_path)
+    return export_loaded(ckpt, output_path, os.path.basename(str(checkpoint_path)))
+
+
+def export_loaded(ckpt: dict[str, Any], output_path: str | os.PathLike, source: str) -> Path:
+    """Write the compiled model file of an already loaded checkpoint dict (``source``: its file name)."""
     from ..model import export
 
-    ckpt = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(ckpt)
     prov = provenance(ckpt)
-    prov["checkpoint"] = os.path.basename(str(checkpoint_path))
+    prov["checkpoint"] = source
     return export(model, output_path, prov)

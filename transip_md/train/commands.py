@@ -173,7 +173,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         help="train a TransIP model (writes checkpoints, log.csv, plots and model.pt)",
         description="Train a TransIP model. Defaults are TrainConfig's; a --config file replaces them, and "
         "flags override both. `--resume RUN` alone continues RUN with its config.json; with it, only "
-        "--epochs, --max-steps, --lr, --warmup-steps (and output/progress/threads switches) may change. "
+        "--epochs, --max-steps, --time-budget, --lr, --warmup-steps (and output/progress/threads switches) may "
+        "change. "
         f"Model rule: {MODEL_RULE}.",
     )
     p.add_argument("--config", help="YAML or TOML file with TrainConfig keys; flags below override it")
@@ -340,9 +341,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "data", nargs="*", help="extxyz / .db / .aselmdb / compact .npz files or folders (default: the shipped set)"
     )
-    p.add_argument(
-        "--heldout", action="store_true", help="only the data set's held-out molecules (its own split flag)"
-    )
+    p.add_argument("--heldout", action="store_true", help="only the data set's held-out molecules (its own split flag)")
     p.add_argument(
         "--vertical",
         action="store_true",

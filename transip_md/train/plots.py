@@ -7,6 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic_io import atomic_write
+
+
+def _save(fig, path: str | Path) -> None:
+    """Write ``fig`` as PNG atomically (a killed run never leaves a torn image)."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+
 
 def _plt():
     import matplotlib
@@ -35,7 +43,7 @@ def learning_curves(history: Sequence[dict], path: str | Path) -> None:
         if all(np.isfinite(y) and y > 0 for y in ys):
             ax.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -60,5 +68,5 @@ def parity_plots(frames, preds: dict, path: str | Path) -> None:
         ax.set_xlabel("reference")
         ax.set_ylabel("TransIP")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
