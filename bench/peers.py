@@ -42,7 +42,7 @@ def structure(n_target: int):
         AllChem.MMFFOptimizeMolecule(mol)
         pos = mol.GetConformer().GetPositions()
         return Atoms([a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
-    from transip_md.lammps.tools import molecule_box
+    from transip_md.testing.lammps import molecule_box
 
     grid = max(2, round((n_target / 3) ** (1 / 3)))
     return molecule_box(["H2O"], grid, spacing=3.1, seed=grid)
@@ -249,7 +249,7 @@ def _openmm_step(job: dict, atoms, reps: int) -> float:
 def _lammps_step(job: dict, atoms, reps: int) -> float:
     import tempfile
 
-    from transip_md.lammps.tools import preload_and_import_lammps, write_data
+    from transip_md.testing.lammps import preload_and_import_lammps, write_data
 
     lammps = preload_and_import_lammps()
     from transip_md.lammps.plugin import load_plugin

@@ -20,7 +20,7 @@ def test_properties_molecule(global_model_path):
     atoms.calc = calc
     e = atoms.get_potential_energy()
     ref = predict(calc.model, atoms.numbers, atoms.positions, charge=1, multiplicity=2)
-    assert e == ref.energy
+    assert e == pytest.approx(ref.energy, rel=1e-14, abs=1e-12)  # the same evaluation
     assert atoms.get_potential_energies().sum() == pytest.approx(e, abs=1e-9)
     np.testing.assert_allclose(atoms.get_forces(), ref.forces, rtol=0, atol=1e-12)
     assert calc.get_property("free_energy", atoms) == e
@@ -102,3 +102,36 @@ def test_isolated_atom_and_empty_neighbourhood(local_model_path):
     atoms.calc = TransIPCalculator(local_model_path)
     assert np.isfinite(atoms.get_potential_energy())
     np.testing.assert_array_equal(atoms.get_forces(), np.zeros((1, 3)))
+
+
+def test_charge_spin_change_is_not_served_from_the_cache(global_model_path):
+    """Issue 14 #1: only atoms.info changes -> a new calculation (and the parity check), not the cached energy."""
+    atoms = ethanol()
+    atoms.calc = TransIPCalculator(global_model_path)
+    e_neutral = atoms.get_potential_energy()
+    atoms.info.update(charge=1, spin=2)
+    e_cation = atoms.get_potential_energy()
+    fresh = atoms.copy()
+    fresh.calc = TransIPCalculator(global_model_path)
+    assert e_cation == pytest.approx(fresh.get_potential_energy(), abs=1e-9)
+    assert abs(e_cation - e_neutral) > 1e-3
+    atoms.info.update(charge=0, spin=2)
+    with pytest.raises(InputError, match="impossible charge/spin"):
+        atoms.get_potential_energy()
+
+
+def test_far_atom_is_refused_before_the_neighbour_list(global_model_path, local_model_path):
+    """Issue 14 #7: an atom 2e5 Å away gave SIGFPE inside the neighbour-list library; now a named error."""
+    for path in (global_model_path, local_model_path):
+        atoms = ethanol()
+        atoms.positions[0, 0] = 2e5
+        _expect(path, atoms, "further than 10000 Å from the origin")
+    atoms = water_box(2)
+    atoms.positions[0] += 5e3 * atoms.cell[0]
+    _expect(local_model_path, atoms, "cell lengths from the origin")
+
+
+def test_flat_periodic_cell_is_refused(local_model_path):
+    atoms = water_box(2)
+    atoms.cell[2] = atoms.cell[0]
+    _expect(local_model_path, atoms, r"periodic atoms need a cell with non-zero volume")

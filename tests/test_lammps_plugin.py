@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from transip_md.ase import TransIPCalculator
-from transip_md.lammps.tools import (
+from transip_md.model import TransIPConfig, export, random_model
+from transip_md.testing.lammps import (
     TYPE_ELEMENTS,
     molecule_box,
     nve_record_lines,
@@ -21,7 +22,6 @@ from transip_md.lammps.tools import (
     setup_lines,
     write_data,
 )
-from transip_md.model import TransIPConfig, export, random_model
 from transip_md.units import LAMMPS_ENERGY_FROM_EV
 
 MPIEXEC = Path(sys.prefix) / "bin" / "mpiexec"
@@ -119,7 +119,7 @@ def run_mpi(nprocs: int, spec: dict, work: Path, tag: str) -> dict:
         str(nprocs),
         sys.executable,
         "-m",
-        "transip_md.lammps.tools",
+        "transip_md.testing.lammps",
         "run",
         str(spec_file),
         str(out),
@@ -239,3 +239,124 @@ def test_lammps_plugins_entry_point_autoloads(model64, box, work):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "pair_style transip:" in proc.stdout
+
+
+# ----------------------------------------------------------------- issue 14: wrong answers and unclear errors
+def run_lmp(script: Path, lines: list[str]) -> subprocess.CompletedProcess:
+    script.write_text("\n".join(lines) + "\n")
+    return subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "lmp"), "-in", str(script), "-log", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+
+
+def test_element_order_is_checked_against_the_type_masses(plugin, model64, box, work):
+    """Issue 14 #4: `pair_coeff * * H C O N` on a data file whose Masses say H C N O ran silently."""
+    _, data = box
+    lines = setup_lines(data, "metal", pair_lines(plugin, model64, elements=["H", "C", "O", "N"])) + ["run 0"]
+    with pytest.raises(Exception, match="ERROR") as err:
+        run_lammps({"commands": lines})
+    assert "atom type 3 is mapped to O (standard mass 15.999) but its mass 14.01 is that of N" in str(err.value)
+    # an isotope keeps its element: deuterium (2.014 u) mapped to H runs
+    lines = setup_lines(data, "metal", pair_lines(plugin, model64) + ["mass 1 2.014"]) + ["run 0"]
+    assert np.isfinite(run_lammps({"commands": lines})["energy"])
+
+
+def test_foreign_torchscript_file_is_named_once(plugin, box, work):
+    """Issue 14 #10: a TorchScript file that is not a transip-md model was called 'written by an older
+    transip-md', and the message was printed twice."""
+    import torch
+
+    foreign = work / "foreign.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(foreign))
+    _, data = box
+    proc = run_lmp(work / "in.foreign", setup_lines(data, "metal", pair_lines(plugin, foreign)) + ["run 0"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode > 0
+    assert f"{foreign} is not a transip-md model file" in out
+    assert out.count("is not a transip-md model file") == 1, out[-2000:]
+    assert "older" not in out
+
+
+def test_edited_metadata_cutoff_is_refused(plugin, model64, box, work):
+    """Issue 14 #6 in the plugin: the metadata cutoff must be the TorchScript module's own."""
+    import torch
+
+    from transip_md.model.contract import METADATA_FILE
+
+    extra = {METADATA_FILE: ""}
+    module = torch.jit.load(str(model64), _extra_files=extra)
+    meta = json.loads(extra[METADATA_FILE])
+    meta["cutoff"] = 2.0
+    edited = work / "edited.pt"
+    torch.jit.save(module, str(edited), _extra_files={METADATA_FILE: json.dumps(meta)})
+    _, data = box
+    with pytest.raises(Exception, match="ERROR") as err:
+        run_lammps({"commands": setup_lines(data, "metal", pair_lines(plugin, edited)) + ["run 0"]})
+    assert "metadata cutoff 2 Å disagrees with the compiled module's cutoff" in str(err.value)
+
+
+def test_overlapping_atoms_are_refused(plugin, model64, box, work):
+    """Issue 14 #5 in the plugin: the shared overlap rule (validation.MIN_DISTANCE_A), naming the atom IDs."""
+    atoms, _ = box
+    bad = atoms.copy()
+    bad.positions[7] = bad.positions[3] + [0.05, 0.0, 0.0]
+    data = write_data(work / "overlap.data", bad)
+    with pytest.raises(Exception, match="ERROR") as err:
+        run_lammps({"commands": setup_lines(data, "metal", pair_lines(plugin, model64)) + ["run 0"]})
+    assert "atoms 4 (" in str(err.value) and "overlap: distance 0.0500 Å < 0.1 Å" in str(err.value)
+
+
+def test_parity_message_is_the_python_one(plugin, model64, box):
+    """The plugin's parity error is generated from transip_md.model.engine.PARITY_MESSAGE."""
+    from transip_md.model.engine import electron_parity_error
+
+    atoms, data = box
+    z_sum = int(atoms.numbers.sum())
+    charge = 1 if z_sum % 2 == 0 else 0
+    with pytest.raises(Exception, match="ERROR") as err:
+        run_lammps(
+            {"commands": setup_lines(data, "metal", pair_lines(plugin, model64, f"charge {charge}")) + ["run 0"]}
+        )
+    assert electron_parity_error(z_sum, charge, 1) in str(err.value)
+
+
+def test_charged_open_shell_is_exact_on_two_ranks(plugin, model64, box, work):
+    """The plugin passes natoms = atom->natoms: a charged doublet on 2 ranks equals 1 rank and ASE (the model's
+    charge/spin conditioning is per atom of the WHOLE structure, which one rank does not see)."""
+    atoms, data = box
+    charge = 1 if int(atoms.numbers.sum()) % 2 == 0 else 0
+    extra = f"charge {charge} spin 2"
+    lines = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, model64, extra)) + ["run 0"]
+    two = run_mpi(2, {"commands": lines}, work, "charged")
+    e, ea, f, _ = ase_reference(atoms, model64, charge=charge, spin=2)
+    e_neutral, _, _, _ = ase_reference(atoms, model64)
+    assert abs(e - e_neutral) > 1e-4
+    assert float(two["energy"]) == pytest.approx(e, rel=1e-11)
+    np.testing.assert_allclose(two["eatoms"], ea, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(two["forces"], f, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("version", "message"), [(1, "written by an older transip-md"), (99, "newer than this plugin")]
+)
+def test_format_version_range_comes_from_the_contract(plugin, model64, box, work, version, message):
+    """The accepted versions are model/contract.py's OLDEST_FORMAT_VERSION..FORMAT_VERSION (generated header)."""
+    import torch
+
+    from transip_md.model.contract import FORMAT_VERSION, METADATA_FILE, OLDEST_FORMAT_VERSION
+
+    assert not OLDEST_FORMAT_VERSION <= version <= FORMAT_VERSION
+    extra = {METADATA_FILE: ""}
+    module = torch.jit.load(str(model64), _extra_files=extra)
+    meta = dict(json.loads(extra[METADATA_FILE]), format_version=version)
+    path = work / f"v{version}.pt"
+    torch.jit.save(module, str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+    _, data = box
+    proc = run_lmp(work / f"in.v{version}", setup_lines(data, "metal", pair_lines(plugin, path)) + ["run 0"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode > 0 and message in out
+    assert out.count(message) == 1, out[-2000:]

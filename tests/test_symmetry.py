@@ -6,11 +6,11 @@ import numpy as np
 from conftest import ethanol, make_model, water_box
 
 from transip_md.model import symmetry_error
-from transip_md.model.symmetry import random_rotations
+from transip_md.model.symmetry import haar_rotations
 
 
 def test_rotations_are_proper():
-    rots = random_rotations(8, seed=1)
+    rots = haar_rotations(8, seed=1)
     for r in rots:
         np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
         assert abs(np.linalg.det(r) - 1.0) < 1e-12

@@ -1,6 +1,14 @@
 """Checks on engine input shared by every bridge: elements, charge/spin parity, positions.
 
-Each error names the atom (0-based index and element), the value and the unit involved.
+Each error names the atom (0-based index and element), the value and the unit involved. The position
+rules, applied by every engine before any native code (neighbour lists) sees the coordinates:
+
+* every coordinate finite;
+* non-periodic structures: every Cartesian coordinate within +-:data:`MAX_COORDINATE_A` Å of the origin
+  (a neighbour-list library crashed the process with SIGFPE on an atom 2e5 Å away);
+* fully periodic cells: every fractional coordinate within +-:data:`MAX_CELL_IMAGES` (unwrapped MD
+  trajectories stay far inside this);
+* no two atoms closer than :data:`MIN_DISTANCE_A` Å (minimum image under PBC).
 """
 
 from __future__ import annotations
@@ -12,6 +20,10 @@ from ase.data import chemical_symbols
 
 #: Atoms closer than this (Å) are refused as overlapping.
 MIN_DISTANCE_A = 0.1
+#: Largest |coordinate| (Å) accepted for non-periodic structures.
+MAX_COORDINATE_A = 1.0e4
+#: Largest |fractional coordinate| accepted in a periodic cell.
+MAX_CELL_IMAGES = 1.0e3
 
 
 class InputError(ValueError):
@@ -31,38 +43,65 @@ def check_elements(numbers: Sequence[int], known: Sequence[int]) -> None:
 
 
 def check_charge_spin(numbers: Sequence[int], charge: int, multiplicity: int) -> None:
-    """Total charge (e) and spin multiplicity 2S+1 must fit the electron count."""
-    if int(charge) != charge:
-        raise InputError(f"total charge must be an integer number of e, got {charge}")
-    if int(multiplicity) != multiplicity or multiplicity < 1:
-        raise InputError(f"spin multiplicity must be an integer >= 1 (2S+1), got {multiplicity}")
-    n_electrons = int(np.sum(numbers)) - int(charge)
-    unpaired = int(multiplicity) - 1
-    if n_electrons < 0:
-        raise InputError(f"total charge {charge} leaves {n_electrons} electrons")
-    if unpaired > n_electrons or (n_electrons - unpaired) % 2:
-        raise InputError(
-            f"impossible charge/spin: {n_electrons} electrons (charge {charge}) cannot have spin "
-            f"multiplicity {multiplicity}; the parity of electrons and unpaired electrons must match"
-        )
+    """Total charge (e) and spin multiplicity 2S+1 must fit the electron count (rule: model/engine.py)."""
+    from .model.engine import check_electron_parity
+
+    check_electron_parity(int(np.sum(numbers)), charge, multiplicity)
 
 
-def check_positions(numbers: Sequence[int], positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
-    """Finite coordinates (Å) and no two atoms closer than MIN_DISTANCE_A (minimum image under PBC)."""
-    positions = np.asarray(positions, dtype=np.float64)
+def check_coordinates(numbers: Sequence[int], positions: np.ndarray, cell=None, pbc=None) -> None:
+    """Finite coordinates (Å) within the bounds of the module docstring; cheap (O(N)), no neighbour list."""
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     bad = ~np.isfinite(positions).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(f"atom {i} ({symbol(int(numbers[i]))}): position is not finite: {positions[i]} Å")
+    periodic = pbc is not None and bool(np.all(pbc))
+    if periodic:
+        cell = np.asarray(cell, dtype=np.float64)
+        if abs(np.linalg.det(cell)) < 1e-12:
+            raise InputError("periodic atoms need a cell with non-zero volume (Å^3)")
+        frac = np.abs(np.linalg.solve(cell.T, positions.T).T)
+        far = frac.max(axis=1) > MAX_CELL_IMAGES
+        if far.any():
+            i = int(np.flatnonzero(far)[0])
+            raise InputError(
+                f"atom {i} ({symbol(int(numbers[i]))}): position {positions[i]} Å is more than {MAX_CELL_IMAGES:g} "
+                "cell lengths from the origin; wrap the positions into the cell"
+            )
+        return
+    far = np.abs(positions).max(axis=1) > MAX_COORDINATE_A if len(positions) else np.zeros(0, bool)
+    if far.any():
+        i = int(np.flatnonzero(far)[0])
+        raise InputError(
+            f"atom {i} ({symbol(int(numbers[i]))}): position {positions[i]} Å is further than {MAX_COORDINATE_A:g} Å "
+            "from the origin (non-periodic limit); is the unit right (Å), or did the atom fly off?"
+        )
+
+
+def check_overlaps(numbers: Sequence[int], src: np.ndarray, dst: np.ndarray, lengths: np.ndarray) -> None:
+    """No edge i -> j shorter than MIN_DISTANCE_A (Å); edges and their lengths from the engine's pair list."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if lengths.size == 0:
+        return
+    k = int(np.argmin(lengths))
+    if lengths[k] < MIN_DISTANCE_A:
+        i, j = int(src[k]), int(dst[k])
+        raise InputError(
+            f"atoms {i} ({symbol(int(numbers[i]))}) and {j} ({symbol(int(numbers[j]))}) overlap: "
+            f"distance {lengths[k]:.4f} Å < {MIN_DISTANCE_A} Å"
+        )
+
+
+def check_positions(numbers: Sequence[int], positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """:func:`check_coordinates`, then no two atoms closer than MIN_DISTANCE_A (minimum image under PBC)."""
+    check_coordinates(numbers, positions, cell, pbc)
+    positions = np.asarray(positions, dtype=np.float64)
     if len(positions) < 2:
         return
     from .model.graph import cutoff_pairs
 
     topo = cutoff_pairs(positions, cell, pbc, MIN_DISTANCE_A)
     if topo.n_edges:
-        i, j = int(topo.src[0]), int(topo.dst[0])
-        d = positions[j] - positions[i] + topo.shifts[0] @ np.asarray(cell, dtype=np.float64)
-        raise InputError(
-            f"atoms {i} ({symbol(int(numbers[i]))}) and {j} ({symbol(int(numbers[j]))}) overlap: "
-            f"distance {np.linalg.norm(d):.4f} Å < {MIN_DISTANCE_A} Å"
-        )
+        d = positions[topo.dst] - positions[topo.src] + topo.shifts @ np.asarray(cell, dtype=np.float64)
+        check_overlaps(numbers, topo.src, topo.dst, np.linalg.norm(d, axis=1))

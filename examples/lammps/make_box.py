@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transip_md.lammps.tools import molecule_box, write_data
+from transip_md.testing.lammps import molecule_box, write_data
 
 HERE = Path(__file__).resolve().parent
 

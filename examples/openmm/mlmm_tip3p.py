@@ -26,7 +26,7 @@ from openmmml import MLPotential
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import pick_model  # noqa: E402
 
-from transip_md.openmm.commands import load_structure  # noqa: E402
+from transip_md.openmm.simulation import load_structure  # noqa: E402
 
 HERE = Path(__file__).parent
 #: Generic LJ (sigma nm, epsilon kJ/mol) per element for the solute's MM side (GAFF-like magnitudes).

@@ -19,8 +19,7 @@ from openmm import unit
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import pick_model  # noqa: E402
 
-from transip_md.openmm import TransIPForce  # noqa: E402
-from transip_md.openmm.commands import load_structure  # noqa: E402
+from transip_md.openmm.simulation import build_system, load_structure, make_reporters  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -38,10 +37,7 @@ def main() -> None:
     args = p.parse_args()
     model = pick_model(args.model)
     topology, pos, _, _ = load_structure(args.structure)
-    system = openmm.System()
-    for atom in topology.atoms():
-        system.addParticle(atom.element.mass)
-    system.addForce(TransIPForce(model, topology=topology, charge=0, multiplicity=1, backend=args.backend))
+    system, _ = build_system(topology, model, charge=0, multiplicity=1, backend=args.backend)
     system.addForce(openmm.CMMotionRemover())
     dt = args.timestep * unit.femtoseconds
     integrator = openmm.CompoundIntegrator()
@@ -52,19 +48,7 @@ def main() -> None:
     sim.minimizeEnergy(maxIterations=50)
     sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
     out = Path(args.outdir)
-    sim.reporters.append(app.DCDReporter(str(out / "vacuum_nvt_nve.dcd"), 50))
-    sim.reporters.append(
-        app.StateDataReporter(
-            str(out / "vacuum_nvt_nve.csv"),
-            50,
-            step=True,
-            potentialEnergy=True,
-            totalEnergy=True,
-            temperature=True,
-            speed=True,
-            separator=",",
-        )
-    )
+    sim.reporters.extend(make_reporters(topology, 50, str(out / "vacuum_nvt_nve.dcd"), str(out / "vacuum_nvt_nve.csv")))
     integrator.setCurrentIntegrator(0)
     sim.step(args.nvt_steps)
     print(f"NVT {args.nvt_steps} steps done: T = {_temperature(sim, system):.1f} K")

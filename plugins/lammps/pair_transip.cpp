@@ -14,6 +14,7 @@
 #include "neighbor.h"
 #include "update.h"
 
+#include "transip_contract.h"
 #include "transip_units.h"
 
 #include <torch/torch.h>
@@ -26,33 +27,22 @@
 using namespace LAMMPS_NS;
 
 namespace {
-const char *const SYMBOLS[] = {
-    "X",  "H",  "He", "Li", "Be", "B",  "C",  "N",  "O",  "F",  "Ne", "Na", "Mg", "Al", "Si", "P",
-    "S",  "Cl", "Ar", "K",  "Ca", "Sc", "Ti", "V",  "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga",
-    "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y",  "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag",
-    "Cd", "In", "Sn", "Sb", "Te", "I",  "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu",
-    "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W",  "Re", "Os", "Ir", "Pt", "Au",
-    "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U",  "Np", "Pu", "Am",
-    "Cm", "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg",
-    "Cn", "Nh", "Fl", "Mc", "Lv", "Ts", "Og"};
-constexpr int N_SYMBOLS = sizeof(SYMBOLS) / sizeof(SYMBOLS[0]);
-
 int symbol_to_z(const std::string &s)
 {
-  for (int z = 1; z < N_SYMBOLS; ++z)
-    if (s == SYMBOLS[z]) return z;
+  for (int z = 1; z < TRANSIP_N_SYMBOLS; ++z)
+    if (s == TRANSIP_SYMBOLS[z]) return z;
   return -1;
 }
 
 std::string z_to_symbol(long z)
 {
-  return (z > 0 && z < N_SYMBOLS) ? SYMBOLS[z] : "Z=" + std::to_string(z);
+  return (z > 0 && z < TRANSIP_N_SYMBOLS) ? TRANSIP_SYMBOLS[z] : "Z=" + std::to_string(z);
 }
 }    // namespace
 
 PairTransIP::PairTransIP(LAMMPS *lmp) :
     Pair(lmp), device(torch::kCPU), loaded(false), cutoff(0.0), energy_factor(1.0), charge(0.0),
-    multiplicity(1.0), chunk_size(128)
+    multiplicity(1.0), chunk_size(128), pass_natoms(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -129,47 +119,28 @@ void PairTransIP::load_model(const std::string &path)
     if (!probe.good()) error->all(FLERR, "pair_style transip: cannot open model file {}", path);
   }
   if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, comm->me % torch::cuda::device_count());
-  torch::jit::ExtraFilesMap extra{{"transip_metadata.json", ""}};
+  torch::jit::ExtraFilesMap extra{{TRANSIP_METADATA_FILE, ""}};
+  std::string load_error;
   try {
     module = torch::jit::load(path, device, extra);
-    if (!module.find_method("energy_and_gradient").has_value())
-      error->all(FLERR, "pair_style transip: {} lacks the energy_and_gradient method (written by an older "
-                 "transip-md); re-export it with `transip-md export --checkpoint`", path);
-    // The profiling executor's optimised graphs ran 2x slower than the plain interpreter for this model
-    // (shapes change with the neighbour count); see transip_md/model/evaluate.py.
-    torch::jit::setGraphExecutorOptimize(false);
   } catch (const std::exception &e) {
-    std::string msg = e.what();
-    msg = msg.substr(0, msg.find('\n'));
-    error->all(FLERR, "pair_style transip: {} is not a readable TorchScript model file: {}", path, msg);
+    load_error = e.what();
+    load_error = load_error.substr(0, load_error.find('\n'));
   }
+  // error->all throws: keep it outside the try block, so that each message is printed once
+  if (!load_error.empty())
+    error->all(FLERR, "pair_style transip: {} is not a readable TorchScript model file: {}", path, load_error);
+  check_metadata(path, extra[TRANSIP_METADATA_FILE]);
+  if (!module.find_method("energy_and_gradient").has_value())
+    error->all(FLERR, "pair_style transip: {} is not a transip-md model file (no energy_and_gradient method)", path);
+  check_module_agrees(path);
+  pass_natoms = false;
+  for (const auto &arg : module.get_method("energy_and_gradient").function().getSchema().arguments())
+    pass_natoms = pass_natoms || arg.name() == "natoms";
+  // The profiling executor's optimised graphs ran slower than the plain interpreter for this model
+  // (shapes change with the neighbour count); see transip_md/model/engine.py.
+  torch::jit::setGraphExecutorOptimize(false);
   module.eval();
-  const std::string raw = extra["transip_metadata.json"];
-  if (raw.empty())
-    error->all(FLERR, "pair_style transip: {} has no transip-md metadata (transip_metadata.json)", path);
-  json meta;
-  try {
-    meta = json::parse(raw);
-  } catch (std::exception &e) {
-    error->all(FLERR, "pair_style transip: metadata of {} is not valid JSON: {}", path, e.what());
-  }
-  if (!meta.is_object() || !meta.contains("format") || meta["format"] != "transip-md-model")
-    error->all(FLERR, "pair_style transip: {} is not a transip-md model file", path);
-  if (!meta.contains("format_version") || !meta["format_version"].is_number_integer() ||
-      meta["format_version"].get<int>() != 1)
-    error->all(FLERR, "pair_style transip: {} has a model format version this plugin does not understand (wants 1)", path);
-  if (!meta.contains("cutoff") || meta["cutoff"].is_null())
-    error->all(FLERR,
-               "pair_style transip: {} is a global (all-pairs) model for isolated molecules; LAMMPS needs a "
-               "strictly local model with a finite cutoff (train or export one with a cutoff)", path);
-  cutoff = meta["cutoff"].get<double>();
-  if (!(cutoff > 0.0)) error->all(FLERR, "pair_style transip: model cutoff {} Å is not positive", cutoff);
-  model_elements.clear();
-  for (auto &z : meta["elements"]) model_elements.push_back(z.get<int>());
-  model_dtype = meta.value("dtype", std::string("float32"));
-  bool uses_cs = meta.value("uses_charge_spin", true);
-  if (!uses_cs && (charge != 0.0 || multiplicity != 1.0) && comm->me == 0)
-    error->warning(FLERR, "pair_style transip: this model ignores charge and spin");
   // with several MPI ranks, one torch thread per rank unless the user chose (OMP_NUM_THREADS)
   if (comm->nprocs > 1 && !std::getenv("OMP_NUM_THREADS")) torch::set_num_threads(1);
   loaded = true;
@@ -179,6 +150,65 @@ void PairTransIP::load_model(const std::string &path)
     utils::logmesg(lmp, "pair_style transip: {} cutoff {} Å, elements{}, {} on {}, charge {} spin {}\n", path,
                    cutoff, els, model_dtype, device.is_cuda() ? "CUDA" : "CPU", charge, multiplicity);
   }
+}
+
+/* the metadata rules of transip_md/model/contract.py (format name and versions from transip_contract.h) */
+void PairTransIP::check_metadata(const std::string &path, const std::string &raw)
+{
+  if (raw.empty())
+    error->all(FLERR, "pair_style transip: {} is not a transip-md model file (TorchScript without {})", path,
+               TRANSIP_METADATA_FILE);
+  json meta;
+  std::string parse_error;
+  try {
+    meta = json::parse(raw);
+  } catch (std::exception &e) {
+    parse_error = e.what();
+  }
+  if (!parse_error.empty())
+    error->all(FLERR, "pair_style transip: metadata of {} is not valid JSON: {}", path, parse_error);
+  if (!meta.is_object() || !meta.contains("format") || meta["format"] != TRANSIP_FORMAT_NAME)
+    error->all(FLERR, "pair_style transip: {} is not a transip-md model file (metadata format is not {})", path,
+               TRANSIP_FORMAT_NAME);
+  if (!meta.contains("format_version") || !meta["format_version"].is_number_integer())
+    error->all(FLERR, "pair_style transip: {} has no integer format_version in its metadata", path);
+  const int version = meta["format_version"].get<int>();
+  if (version > TRANSIP_FORMAT_VERSION)
+    error->all(FLERR, "pair_style transip: {} has model format version {}, newer than this plugin understands ({}); "
+               "rebuild the plugin from a newer transip-md", path, version, TRANSIP_FORMAT_VERSION);
+  if (version < TRANSIP_OLDEST_FORMAT_VERSION)
+    error->all(FLERR, "pair_style transip: {} has model format version {}, written by an older transip-md; this "
+               "plugin runs versions {}..{}: re-export or retrain the model", path, version,
+               TRANSIP_OLDEST_FORMAT_VERSION, TRANSIP_FORMAT_VERSION);
+  if (!meta.contains("cutoff") || meta["cutoff"].is_null())
+    error->all(FLERR, "pair_style transip: {}: " TRANSIP_GLOBAL_MODEL_LAMMPS, path);
+  cutoff = meta["cutoff"].get<double>();
+  if (!(cutoff > 0.0)) error->all(FLERR, "pair_style transip: model cutoff {} Å is not positive", cutoff);
+  model_elements.clear();
+  for (auto &z : meta["elements"]) model_elements.push_back(z.get<int>());
+  model_dtype = meta.value("dtype", std::string("float32"));
+  bool uses_cs = meta.value("uses_charge_spin", true);
+  if (!uses_cs && (charge != 0.0 || multiplicity != 1.0) && comm->me == 0)
+    error->warning(FLERR, "pair_style transip: this model ignores charge and spin");
+}
+
+/* the metadata's cutoff and elements must be the TorchScript module's own (edited metadata is refused) */
+void PairTransIP::check_module_agrees(const std::string &path)
+{
+  if (!module.hasattr("cutoff") || !module.hasattr("is_local") || !module.hasattr("elements"))
+    error->all(FLERR, "pair_style transip: {} is not a transip-md model file (no cutoff/is_local/elements)", path);
+  const bool is_local = module.attr("is_local").toBool();
+  const double module_cutoff = module.attr("cutoff").toDouble();
+  if (!is_local || std::fabs(module_cutoff - cutoff) > 1e-9 * std::max(1.0, cutoff))
+    error->all(FLERR, "pair_style transip: {}: metadata cutoff {} Å disagrees with the compiled module's cutoff "
+               "{} (edited metadata?); re-export the model instead of editing its metadata", path, cutoff,
+               is_local ? std::to_string(module_cutoff) + " Å" : std::string("None (global model)"));
+  torch::Tensor els = module.attr("elements").toTensor().to(torch::kCPU, torch::kInt64).contiguous();
+  bool same = els.numel() == (int64_t) model_elements.size();
+  for (int64_t k = 0; same && k < els.numel(); ++k) same = els.data_ptr<int64_t>()[k] == model_elements[k];
+  if (!same)
+    error->all(FLERR, "pair_style transip: {}: metadata elements disagree with the compiled module's (edited "
+               "metadata?); re-export the model instead of editing its metadata", path);
 }
 
 /* pair_coeff * * El1 El2 ... */
@@ -217,17 +247,39 @@ void PairTransIP::init_style()
   // full list of local atoms; neighbours j may be ghosts. Strictly local model: ghost cutoff = cutoff.
   neighbor->add_request(this, NeighConst::REQ_FULL);
 
+  check_type_masses();
   // total charge and spin multiplicity must fit the electron count of the whole system
+  // (rule and message: transip_md/model/engine.py, through transip_contract.h)
   long zsum = 0, ztotal = 0;
   for (int i = 0; i < atom->nlocal; ++i) zsum += type_to_z[atom->type[i]];
   MPI_Allreduce(&zsum, &ztotal, 1, MPI_LONG, MPI_SUM, world);
   const long n_electrons = ztotal - (long) charge;
   const long unpaired = (long) multiplicity - 1;
   if (n_electrons < 0 || unpaired > n_electrons || (n_electrons - unpaired) % 2 != 0)
-    error->all(FLERR,
-               "pair_style transip: impossible charge/spin: {} electrons (charge {}) cannot have spin "
-               "multiplicity {}; the parity of electrons and unpaired electrons must match",
-               n_electrons, (long) charge, (long) multiplicity);
+    error->all(FLERR, "pair_style transip: " TRANSIP_PARITY_MESSAGE, n_electrons, (long) charge, (long) multiplicity);
+}
+
+/* pair_coeff's element order against the per-type masses (read_data Masses, mass command): a type whose mass
+   is closer to the standard mass of ANOTHER element of the map than to its own element's is an error
+   (H C O N for types whose masses say H C N O). Isotopes pass: deuterium (2.014) is still closest to H. */
+void PairTransIP::check_type_masses()
+{
+  if (atom->rmass_flag || !atom->mass || !atom->mass_setflag) return;    // per-atom masses: nothing to check
+  for (int t = 1; t <= atom->ntypes; ++t) {
+    if (!atom->mass_setflag[t] || type_to_z[t] < 1) continue;
+    const double m = atom->mass[t];
+    const long z = type_to_z[t];
+    const double own = std::fabs(m - TRANSIP_MASSES[z]);
+    for (int u = 1; u <= atom->ntypes; ++u) {
+      const long zu = type_to_z[u];
+      if (zu < 1 || zu == z) continue;
+      if (std::fabs(m - TRANSIP_MASSES[zu]) < own)
+        error->all(FLERR,
+                   "pair_coeff for transip: atom type {} is mapped to {} (standard mass {:.3f}) but its mass {:.4g} "
+                   "is that of {} ({:.3f}), also in the map: is the element order of pair_coeff the order of the "
+                   "types?", t, z_to_symbol(z), TRANSIP_MASSES[z], m, z_to_symbol(zu), TRANSIP_MASSES[zu]);
+    }
+  }
 }
 
 double PairTransIP::init_one(int i, int j)
@@ -251,6 +303,9 @@ void PairTransIP::compute(int eflag, int vflag)
   if (inum == 0) return;
 
   const double rcsq = cutoff * cutoff;
+  // overlapping atoms are refused, as in every engine (transip_md/validation.py: MIN_DISTANCE_A)
+  double min_rsq = TRANSIP_MIN_DISTANCE_A * TRANSIP_MIN_DISTANCE_A;
+  int close_i = -1, close_j = -1;
   std::vector<int64_t> src, dst;
   std::vector<double> vec;
   src.reserve(inum * 32);
@@ -263,7 +318,13 @@ void PairTransIP::compute(int eflag, int vflag)
     for (int jj = 0; jj < numneigh[i]; ++jj) {
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      if (dx * dx + dy * dy + dz * dz < rcsq) {
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq < rcsq) {
+        if (rsq < min_rsq) {
+          min_rsq = rsq;
+          close_i = i;
+          close_j = j;
+        }
         src.push_back(i);
         dst.push_back(j);
         vec.push_back(dx);
@@ -272,6 +333,10 @@ void PairTransIP::compute(int eflag, int vflag)
       }
     }
   }
+  if (close_i >= 0)
+    error->one(FLERR, "pair_style transip: atoms {} ({}) and {} ({}) overlap: distance {:.4f} Å < {} Å (atom IDs)",
+               atom->tag[close_i], z_to_symbol(type_to_z[type[close_i]]), atom->tag[close_j],
+               z_to_symbol(type_to_z[type[close_j]]), std::sqrt(min_rsq), TRANSIP_MIN_DISTANCE_A);
   const int64_t n_edges = (int64_t) src.size();
   std::vector<int64_t> species(nall);
   for (int i = 0; i < nall; ++i) species[i] = type_to_z[type[i]];
@@ -292,6 +357,9 @@ void PairTransIP::compute(int eflag, int vflag)
     std::vector<torch::jit::IValue> inputs{t_species, t_index, t_vec, t_charge, t_spin, t_batch, (int64_t) nlocal};
     // local atoms in chunks of chunk_size centres: exact (strict locality), bounded memory
     inputs.push_back((int64_t) chunk_size);
+    // the total atom count of the system (this rank sees only its subdomain): charge/spin conditioning is
+    // size-consistent, so it needs N of the whole structure for exact results under domain decomposition
+    if (pass_natoms) inputs.push_back(torch::full({1}, (double) atom->natoms, opt_d).to(device));
     auto out = module.get_method("energy_and_gradient")(inputs).toTuple();
     energies = out->elements()[0].toTensor();
     grad = out->elements()[1].toTensor();

@@ -38,6 +38,9 @@ class PairTransIP : public Pair {
  protected:
   void allocate();
   void load_model(const std::string &path);
+  void check_metadata(const std::string &path, const std::string &raw);
+  void check_module_agrees(const std::string &path);
+  void check_type_masses();
 
   torch::jit::Module module;
   torch::Device device;
@@ -50,6 +53,7 @@ class PairTransIP : public Pair {
   std::string model_dtype;
   double charge, multiplicity;
   int chunk_size;    // local atoms per model call (energy_and_gradient); 0: all at once
+  bool pass_natoms;  // the model's energy_and_gradient takes the trailing natoms argument (format version 2)
 };
 
 }    // namespace LAMMPS_NS

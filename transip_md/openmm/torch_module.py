@@ -45,8 +45,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..model.engine import forces_from_edge_gradient, require_local
 from ..model.evaluate import DEFAULT_CHUNK
 from ..units import EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
+from ..validation import MAX_COORDINATE_A, MIN_DISTANCE_A, symbol
 
 #: Default Verlet skin in Å. The model only sees pairs inside the cutoff, so the skin costs nothing but the
 #: per-call distance check of the extra candidates ((1 + skin/cutoff)^3 = 1.7x the pairs at 5 Å) and buys
@@ -56,9 +58,8 @@ from ..units import EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 #: candidates again for rarer rebuilds).
 DEFAULT_SKIN_ANGSTROM = 1.0
 #: Rows of the upper triangle scanned at once when the pair list is rebuilt. Smaller blocks were faster on the
-#: CPU (cache) and bound the memory; larger ones mean fewer kernel launches on a GPU. Measured on one CPU thread,
-#: float32 water boxes, one rebuild: 4,998 atoms 192 / 227 / 259 ms and 20 / 32 / 60 MB peak growth for
-#: 32 / 64 / 128 rows; 999 atoms 11 / 13 / 26 ms for 32 / 64 / 256 rows.
+#: CPU (cache) and bound the memory; larger ones mean fewer kernel launches on a GPU (timings:
+#: bench/results/moved_from_docstrings.md).
 DEFAULT_BLOCK_ROWS = 64
 #: Reuse while the largest displacement is below this fraction of the (effective) skin (0.5 less 2 %).
 REUSE_FRACTION = 0.49
@@ -110,8 +111,8 @@ class TransIPTorchModule(nn.Module):
         block_rows: int = DEFAULT_BLOCK_ROWS,
     ) -> None:
         super().__init__()
-        if periodic and cutoff is None:
-            raise ValueError("a global (all-pairs) model cannot be periodic")
+        if periodic:
+            require_local(cutoff, "periodic")
         skin = checked_skin(skin)
         if int(block_rows) < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
@@ -125,6 +126,11 @@ class TransIPTorchModule(nn.Module):
             raise ValueError(f"{len(idx)} indices for {n} species")
         self.register_buffer("indices", torch.tensor(idx, dtype=torch.long))
         self.register_buffer("species", torch.tensor(species, dtype=torch.long))
+        self.symbols = [symbol(int(z)) for z in species]
+        self.min_distance_nm = float(MIN_DISTANCE_A) / NM_TO_ANGSTROM
+        self.max_coordinate_nm = float(MAX_COORDINATE_A) / NM_TO_ANGSTROM
+        self.min_distance_text = f"{MIN_DISTANCE_A:g}"
+        self.max_coordinate_text = f"{MAX_COORDINATE_A:g}"
         self.register_buffer("charge", torch.tensor([float(charge)], dtype=torch.float64))
         self.register_buffer("spin", torch.tensor([float(multiplicity)], dtype=torch.float64))
         self.register_buffer("batch", torch.zeros(n, dtype=torch.long))
@@ -283,21 +289,66 @@ class TransIPTorchModule(nn.Module):
             positions = positions[self.indices]
         return positions.detach().to(self.model_dtype)
 
+    def _check_coordinates(self, pos: Tensor) -> None:
+        """The rules of :mod:`transip_md.validation`: finite, and (non-periodic) within MAX_COORDINATE_A."""
+        finite = torch.isfinite(pos).all(dim=1)
+        if not bool(finite.all()):
+            k = int(torch.nonzero(~finite)[0, 0])
+            raise RuntimeError(
+                "transip: atom " + str(int(self.indices[k])) + " (" + self.symbols[k] + "): position is not finite"
+            )
+        if not self.periodic and pos.shape[0] > 0:
+            far = pos.abs().max(dim=1).values > self.max_coordinate_nm
+            if bool(far.any()):
+                k = int(torch.nonzero(far)[0, 0])
+                raise RuntimeError(
+                    "transip: atom " + str(int(self.indices[k])) + " (" + self.symbols[k] + "): position is further "
+                    "than " + self.max_coordinate_text + " Å from the origin "
+                    "(non-periodic limit)"
+                )
+
+    def _check_overlaps(self, edge_index: Tensor, vec: Tensor) -> None:
+        """No two ML atoms closer than MIN_DISTANCE_A (edge vectors in nm)."""
+        if vec.shape[0] == 0:
+            return
+        lengths = torch.linalg.norm(vec, dim=1)
+        k = int(torch.argmin(lengths))
+        if float(lengths[k]) < self.min_distance_nm:
+            i = int(edge_index[0, k])
+            j = int(edge_index[1, k])
+            raise RuntimeError(
+                "transip: atoms "
+                + str(int(self.indices[i]))
+                + " ("
+                + self.symbols[i]
+                + ") and "
+                + str(int(self.indices[j]))
+                + " ("
+                + self.symbols[j]
+                + ") overlap: distance "
+                + str(float(lengths[k]) * self.nm_to_angstrom)
+                + " Å < "
+                + self.min_distance_text
+                + " Å"
+            )
+
     def energy_and_gradient(self, positions: Tensor, boxvectors: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         """Energy (kJ/mol, float64) and its gradient (kJ/mol/nm) for the ML atoms' positions.
 
         The model's ``energy_and_gradient`` runs local models in chunks of centres (bounded memory, linear
-        cost) and returns dE/dr_ij (eV/Å), scattered to positions here.
+        cost) and returns dE/dr_ij (eV/Å), scattered to positions here (:mod:`transip_md.model.engine`).
         """
         pos = self._ml_positions(positions)
+        self._check_coordinates(pos)
         with torch.no_grad():
             edge_index, vec = self._edges(pos, boxvectors)
+        self._check_overlaps(edge_index, vec)
         energies, g = self.model.energy_and_gradient(
             self.species, edge_index, vec * self.nm_to_angstrom, self.charge, self.spin, self.batch, -1, self.chunk_size
         )
-        # dE/dx_nm: r_ij = x_j - x_i, dE/dr in eV/Å -> kJ/mol/nm
+        # dE/dx_nm = -F: r_ij = x_j - x_i, dE/dr in eV/Å -> kJ/mol/nm
         g = g.to(pos.dtype) * (self.ev_to_kj_per_mol * self.nm_to_angstrom)
-        grad = torch.zeros_like(pos).index_add(0, edge_index[1], g).index_add(0, edge_index[0], -g)
+        grad = -forces_from_edge_gradient(g, edge_index, pos.shape[0])
         return energies.sum() * self.ev_to_kj_per_mol, grad
 
     def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:

