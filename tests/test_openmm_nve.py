@@ -1,17 +1,20 @@
-"""NVE with TransIPForce: 10 ps at 0.5 fs (20,000 velocity-Verlet steps, float64) conserves total energy.
+"""NVE with TransIPForce: 5 ps at 0.25 fs (20,000 velocity-Verlet steps, float64) conserves total energy.
 
 System: ethanol (9 atoms) with a random-weight float64 global model (smooth by construction: cubic-spline
 radial bias, rotary encodings, softmax attention, SiLU MLPs; energy scale 5 eV) through the 'python' backend on the
 Reference platform (double precision), plus a weak harmonic tether of every atom to its start point
-(k = 200 kJ/mol/nm^2, analytic OpenMM force) so that a random model, which has no repulsive wall or
-bonds, keeps the molecule in the region where it was started instead of letting atoms drift apart.
+(k = 200 kJ/mol/nm^2, analytic OpenMM force) so that a random model, which has no bonds, keeps the molecule
+in the region where it was started instead of letting atoms drift apart. The model includes the nuclear-repulsion
+prior of every model file; the random learned surface pushes atoms onto its steep wall, so this surface is much
+stiffer than a trained one's, hence 0.25 fs (at 0.5 fs the rms fluctuation is 4.1x larger, the dt^2 scaling of
+a consistent integrator, and touches the bound).
 
 Bounds and why: velocity Verlet is symplectic, so with forces that are the exact gradient of the energy
 the total energy fluctuates at O(dt^2) about a constant (measured here: ~1e-4 kJ/mol rms against a mean
 kinetic energy of ~17 kJ/mol, i.e. ~5e-6 relative) and shows no systematic drift. Forces inconsistent
 with the energy (wrong unit factor, sign, a missing image or pair term) change the total energy by a
 fraction of order one of the kinetic energy within picoseconds. The test allows rms fluctuation and the
-10-ps linear drift each up to 1e-3 of the mean kinetic energy: two orders of magnitude above the
+linear drift over the run each up to 1e-3 of the mean kinetic energy: two orders of magnitude above the
 integrator's error, two to three below what a force/energy mismatch produces. It also requires the
 TransIP energy to vary by far more than the bound, so that conservation is not trivially satisfied.
 """
@@ -32,6 +35,7 @@ from transip_md.openmm import TransIPForce
 ETHANOL_NM = 0.1 * ETHANOL_A
 KJ = unit.kilojoule_per_mole
 RELATIVE_BOUND = 1e-3
+TIMESTEP_FS = 0.25
 
 
 def nve_model(folder):
@@ -46,7 +50,7 @@ def nve_model(folder):
 
 def tethered_ethanol(model_path, backend: str) -> tuple[openmm.Context, openmm.VerletIntegrator]:
     """Ethanol with TransIPForce (force group 1) plus the weak tether of the module docstring, NVE at 0.5 fs,
-    Reference platform, velocities drawn at 300 K (seed 1)."""
+    Reference platform, velocities drawn at 300 K (seed 1), time step TIMESTEP_FS."""
     system = openmm.System()
     for z in ETHANOL_Z:
         system.addParticle(openmm.app.Element.getByAtomicNumber(z).mass)
@@ -58,7 +62,7 @@ def tethered_ethanol(model_path, backend: str) -> tuple[openmm.Context, openmm.V
     for i, p in enumerate(ETHANOL_NM):
         tether.addParticle(i, list(p))
     system.addForce(tether)
-    integrator = openmm.VerletIntegrator(0.5 * unit.femtoseconds)
+    integrator = openmm.VerletIntegrator(TIMESTEP_FS * unit.femtoseconds)
     ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(ETHANOL_NM)
     ctx.setVelocitiesToTemperature(300 * unit.kelvin, 1)
@@ -66,11 +70,11 @@ def tethered_ethanol(model_path, backend: str) -> tuple[openmm.Context, openmm.V
 
 
 @pytest.mark.slow
-def test_nve_energy_conservation_10ps(tmp_path, record_property):
+def test_nve_energy_conservation(tmp_path, record_property):
     torch.set_num_threads(1)
     ctx, integrator = tethered_ethanol(nve_model(tmp_path), backend="python")
     total, kinetic, ml = [], [], []
-    for _ in range(200):  # 200 x 100 steps = 20,000 steps = 10 ps
+    for _ in range(200):  # 200 x 100 steps = 20,000 steps
         integrator.step(100)
         st = ctx.getState(getEnergy=True)
         k = st.getKineticEnergy().value_in_unit(KJ)
@@ -78,13 +82,15 @@ def test_nve_energy_conservation_10ps(tmp_path, record_property):
         total.append(k + st.getPotentialEnergy().value_in_unit(KJ))
         ml.append(ctx.getState(getEnergy=True, groups={1}).getPotentialEnergy().value_in_unit(KJ))
     total, kinetic, ml = np.array(total), np.array(kinetic), np.array(ml)
-    t_ps = 0.05 * np.arange(1, 201)
-    drift = np.polyfit(t_ps, total, 1)[0] * 10.0  # kJ/mol over 10 ps
+    t_ps = 100 * TIMESTEP_FS / 1000.0 * np.arange(1, 201)
+    drift = np.polyfit(t_ps, total, 1)[0] * t_ps[-1]  # kJ/mol over the run
     fluct = total.std()
     mean_k = kinetic.mean()
     record_property("nve_fluctuation_kj_mol", fluct)
-    record_property("nve_drift_kj_mol_per_10ps", drift)
-    print(f"NVE 10 ps: rms fluctuation {fluct:.3e} kJ/mol, drift {drift:.3e} kJ/mol/10ps, <KE> {mean_k:.3f} kJ/mol")
+    record_property("nve_drift_kj_mol_per_run", drift)
+    print(
+        f"NVE {t_ps[-1]:g} ps: rms fluctuation {fluct:.3e} kJ/mol, drift {drift:.3e} kJ/mol, <KE> {mean_k:.3f} kJ/mol"
+    )
     assert np.all(np.isfinite(total))
     assert mean_k > 5.0  # the molecule really moved (300 K start: ~20 kJ/mol shared with the tether)
     assert ml.max() - ml.min() > 100 * RELATIVE_BOUND * mean_k  # the TransIP forces did real work
