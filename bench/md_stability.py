@@ -39,8 +39,9 @@ class Molecule:
     smiles: str = ""
 
 
-def pick_molecules(frames, ids, elements: list[int], n: int, seed: int = 0) -> list[Molecule]:
-    """At least ``n`` held-out neutral-singlet molecules covering ``elements`` (rare elements first)."""
+def pick_molecules(frames, ids, elements: list[int], n: int, seed: int = 0, max_atoms: int = 25) -> list[Molecule]:
+    """At least ``n`` held-out neutral-singlet molecules covering ``elements``: for each element (rarest first) the
+    smallest held-out molecule containing it, then random held-out molecules of at most ``max_atoms`` atoms."""
     by_mol: dict[str, list[int]] = {}
     for i in ids:
         f = frames[i]
@@ -49,19 +50,19 @@ def pick_molecules(frames, ids, elements: list[int], n: int, seed: int = 0) -> l
     rng = np.random.default_rng(seed)
     names = sorted(by_mol)
     rng.shuffle(names)
+    elems = {m: set(frames[by_mol[m][0]].numbers.tolist()) for m in names}
+    size = {m: frames[by_mol[m][0]].n_atoms for m in names}
     chosen: list[str] = []
-    counts = {z: sum(z in set(frames[by_mol[m][0]].numbers.tolist()) for m in names) for z in elements}
-    for z in sorted(elements, key=lambda z: counts[z]):  # rarest element first
-        if any(z in set(frames[by_mol[m][0]].numbers.tolist()) for m in chosen):
+    for z in sorted(elements, key=lambda z: sum(z in elems[m] for m in names)):  # rarest element first
+        if any(z in elems[m] for m in chosen):
             continue
-        for m in names:
-            if m not in chosen and z in set(frames[by_mol[m][0]].numbers.tolist()):
-                chosen.append(m)
-                break
+        with_z = [m for m in names if z in elems[m] and m not in chosen]
+        if with_z:
+            chosen.append(min(with_z, key=lambda m: size[m]))
     for m in names:
         if len(chosen) >= n:
             break
-        if m not in chosen:
+        if m not in chosen and size[m] <= max_atoms:
             chosen.append(m)
     out = []
     for m in chosen:

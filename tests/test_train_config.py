@@ -18,7 +18,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import iread, write
 
 from transip_md.cli import build_parser
-from transip_md.data import default_dataset_path
+from transip_md.data import legacy_dataset_path
 from transip_md.model import load_compiled
 from transip_md.train.commands import build_train_config
 from transip_md.train.config import TrainConfig
@@ -32,7 +32,7 @@ N_FRAMES = 40
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> tuple[Path, list[Atoms]]:
     """The first N_FRAMES frames of the shipped data set (a few molecules, several charge/spin states)."""
-    with gzip.open(default_dataset_path(), "rt") as fh:
+    with gzip.open(legacy_dataset_path(), "rt") as fh:
         frames = list(iread(fh, index=f":{N_FRAMES}", format="extxyz"))
     path = tmp_path_factory.mktemp("data") / "small.extxyz"
     write(path, frames, format="extxyz")

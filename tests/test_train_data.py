@@ -9,8 +9,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.db import connect
 from ase.io import write
 
+from transip_md.train.baseline import fit_energy_baseline, state_features
 from transip_md.train.data import DataError, TopologyCache, collate, make_batches, read_frames, split
-from transip_md.train.trainer import fit_reference_energies
 
 
 def _mol(i, charge=0, spin=1, forces=True):
@@ -109,16 +109,22 @@ def test_split_by_molecule_and_batches(tmp_path):
 
 def test_reference_energy_fit_is_exact_for_additive_energies(tmp_path):
     refs = {1: -13.6, 6: -1030.0, 8: -2040.0}
+    states = [(0, 1), (1, 2), (-1, 2), (0, 3)]
+    state_energy = {(0, 1): 0.0, (1, 2): 9.5, (-1, 2): -0.7, (0, 3): 4.2}  # eV per molecule
     mols = []
     rng = np.random.default_rng(0)
-    for k in range(8):
+    for k in range(20):
         formula = ["CH4", "H2O", "CO2", "C2H6O", "CH2O"][k % 5]
+        charge, spin = states[k % 4]
         atoms = Atoms(formula, positions=rng.normal(size=(len(Atoms(formula)), 3)) * 2)
-        e = sum(refs[z] for z in atoms.numbers)
+        atoms.info.update(charge=charge, spin=spin)
+        e = sum(refs[z] for z in atoms.numbers) + state_energy[(charge, spin)]
         atoms.calc = SinglePointCalculator(atoms, energy=e, forces=np.zeros((len(atoms), 3)))
         mols.append(atoms)
     write(tmp_path / "r.extxyz", mols, format="extxyz")
     frames, _ = read_frames(tmp_path / "r.extxyz")
-    fitted, f_rms = fit_reference_energies(frames, list(range(len(frames))), [1, 6, 7, 8])
-    np.testing.assert_allclose(fitted[[0, 1, 3]], [refs[1], refs[6], refs[8]], atol=1e-8)
-    assert f_rms == 0.0
+    fit = fit_energy_baseline(frames, list(range(len(frames))), [1, 6, 7, 8])
+    np.testing.assert_allclose(fit.element_energies[[0, 1, 3]], [refs[1], refs[6], refs[8]], atol=1e-6)
+    for state, energy in state_energy.items():
+        assert abs(state_features(*state) @ fit.state_weights - energy) < 1e-6, state
+    assert fit.force_rms == 0.0

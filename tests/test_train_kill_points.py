@@ -21,7 +21,7 @@ import pytest
 import torch
 from ase.io import iread, write
 
-from transip_md.data import default_dataset_path
+from transip_md.data import legacy_dataset_path
 from transip_md.model import load_compiled
 from transip_md.train import checkpoint as ckpt_mod
 from transip_md.train.config import TrainConfig
@@ -39,7 +39,7 @@ class Killed(BaseException):
 def tiny(tmp_path_factory) -> Path:
     """32 frames spread over the first 320 of the shipped data set (several molecules)."""
     path = tmp_path_factory.mktemp("tiny") / "tiny.extxyz"
-    with gzip.open(default_dataset_path(), "rt") as fh:
+    with gzip.open(legacy_dataset_path(), "rt") as fh:
         frames = list(iread(fh, index="0:320:10", format="extxyz"))
     assert len({a.info["mol_id"] for a in frames}) >= 4
     write(path, frames, format="extxyz")

@@ -1,51 +1,141 @@
-"""`transip-md label`: charge/spin parity, any ASE calculator, tblite GFN2-xTB frames, resumability."""
+"""`transip-md label`: parity, molecule selection, bad inputs counted by cause, resumability, the CLI."""
+
+import json
+import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from transip_md.train.data import read_frames
-from transip_md.train.label import LabelConfig, parity_ok, read_smiles, run_labelling
+from transip_md.train.data import heldout_split, read_frames
+from transip_md.train.label import SAMPLERS, LabelConfig, Labeller, parity_ok, run_labelling, sample_molecule
+from transip_md.train.molecules import Molecule, check_molecule, graft, select_molecules
+
+FLAKY = """
+import numpy as np
+from ase.calculators.emt import EMT
+
+class Flaky(EMT):
+    '''EMT that fails like a non-converged SCF for cations.'''
+    def __init__(self, charge=0, multiplicity=1):
+        super().__init__()
+        self.q = charge
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        if self.q == 1:
+            raise RuntimeError("SCF did not converge in 250 iterations")
+        super().calculate(atoms, properties, system_changes)
+"""
 
 
 def test_parity():
     z = np.array([6, 1, 1, 1, 1])  # CH4: 10 electrons
     assert parity_ok(z, 0, 1) and parity_ok(z, 0, 3) and parity_ok(z, 1, 2) and parity_ok(z, -1, 2)
-    assert not parity_ok(z, 0, 2) and not parity_ok(z, 1, 1)
+    assert not parity_ok(z, 0, 2) and not parity_ok(z, 1, 1) and not parity_ok(z, 0, 0)
+    with pytest.raises(Exception, match="impossible"):
+        Labeller(LabelConfig())(z, np.zeros((5, 3)), 0, 2)
 
 
-def test_default_smiles_filter():
-    mols = read_smiles(__import__("transip_md.train.label", fromlist=["x"]).default_smiles_file(), LabelConfig())
-    assert len(mols) > 1000  # the NCI set has well over a thousand usable H,C,N,O molecules of 8-30 atoms
-    assert len({m for m, _ in mols}) == len(mols)
+def test_check_molecule_causes():
+    allowed = set("H C N O F P S Cl Br".split())
+    assert check_molecule("CCO", allowed, 4, 40)[0] is None
+    assert check_molecule("C1CC", allowed, 4, 40)[0] == "unparsable_smiles"
+    assert check_molecule("CC.O", allowed, 4, 40)[0] == "multi_fragment"
+    assert check_molecule("C[N+](C)(C)C", allowed, 4, 40)[0] == "charged"
+    assert check_molecule("C[Si](C)(C)C", allowed, 4, 40)[0] == "element_not_allowed"
+    assert check_molecule("C", allowed, 6, 40)[0] == "too_small"
+    assert check_molecule("CCCCCCCCCCCCCC", allowed, 4, 40)[0] == "too_large"  # 14 C + 30 H
 
 
-def test_label_with_any_ase_calculator_and_resume(tmp_path):
+def test_graft_adds_a_phosphorus_group():
+    from rdkit import Chem
+
+    new = graft(Chem.MolFromSmiles("c1ccccc1"), "[*]P(=O)(O)O", np.random.default_rng(0))
+    assert Chem.MolToSmiles(new) == "O=P(O)(O)c1ccccc1"
+
+
+def test_default_selection_meets_element_quotas_and_heldout_covers_every_element():
+    sel = select_molecules(n_molecules=1000, per_element=120, seed=0)
+    counts = sel.element_counts()
+    assert len(sel.molecules) == 1000 and all(counts[e] >= 120 for e in "H C N O F P S Cl Br".split())
+    assert sel.derived["P"] > 0  # rdkit's sets hold only ~40 P molecules: the rest are derived
+    assert all(4 <= m.n_atoms <= 40 for m in sel.molecules)
+    assert len({m.smiles for m in sel.molecules}) == 1000
+    held = Counter(e for m, h in zip(sel.molecules, sel.heldout, strict=True) if h for e in m.elements)
+    assert sum(sel.heldout) == 100 and all(held[e] >= 5 for e in "H C N O F P S Cl Br".split())
+    assert sel.rejected["too_large"] > 0 and sel.rejected["charged"] > 0  # counted, not silently dropped
+    again = select_molecules(n_molecules=1000, per_element=120, seed=0)
+    assert [m.smiles for m in again.molecules] == [m.smiles for m in sel.molecules]
+
+
+def test_bad_inputs_are_counted_by_cause_and_the_run_resumes(tmp_path, monkeypatch):
+    (tmp_path / "flaky_calc.py").write_text(textwrap.dedent(FLAKY))
+    monkeypatch.syspath_prepend(str(tmp_path))
     smi = tmp_path / "s.smi"
-    smi.write_text("CCO ethanol\nCC(=O)O acetic\nC[N+](C)(C)C charged\n")
+    smi.write_text("CCO ethanol\nCC(=O)O acetic\nC[N+](C)(C)C charged\nC1CC broken\nC[Si](C)(C)C silane\n")
     cfg = LabelConfig(
-        states=((0, 1), (0, 2)), n_steps=6, sample_every=3, calculator="ase.calculators.emt:EMT", max_force=1e9
+        elements=("H", "C", "N", "O"),
+        n_molecules=None,
+        per_element=0,
+        heldout_fraction=0.5,
+        md_steps=20,
+        calculator="flaky_calc:Flaky",
+        max_force=1e9,
+        max_force_compressed=1e9,
     )
-    out = tmp_path / "d.extxyz.gz"
-    s1 = run_labelling(smi, out, cfg, progress=False)
-    assert s1["molecules"] == 2  # the charged SMILES is filtered out
-    assert s1["parity_skipped"] == 2  # a doublet of an even-electron molecule is impossible
+    out = tmp_path / "d.npz"
+    s1 = run_labelling(out, cfg, sources=[smi], progress=False)
+    assert s1["selection_rejected"] == {"charged": 1, "unparsable_smiles": 1, "element_not_allowed": 1}
+    assert s1["molecules"] == 2 and s1["scf_failure"] > 0  # every cation frame failed, the run went on
     frames, _ = read_frames(out)
-    assert len(frames) == s1["frames"] == 4
-    assert {f.mol_id for f in frames} == {"s-0", "s-1"} and all((f.charge, f.spin) == (0, 1) for f in frames)
-    s2 = run_labelling(smi, out, cfg, progress=False)
-    assert s2["resumed"] == 2 and s2.get("frames", 0) == 0 and s2["total_frames"] == 4
+    assert len(frames) == s1["frames"] > 0 and all(f.charge != 1 for f in frames)
+    assert {(f.charge, f.spin) for f in frames} == {(0, 1), (-1, 2), (0, 3)}
+    train, held = heldout_split(frames)
+    assert train and held and not {frames[i].mol_id for i in train} & {frames[i].mol_id for i in held}
+    assert json.loads((tmp_path / "d.npz.parts" / "summary.json").read_text())["frames"] == s1["frames"]
+    s2 = run_labelling(out, cfg, sources=[smi], progress=False)
+    assert s2["resumed"] == 2 and s2["frames"] == s1["frames"]
+    with pytest.raises(ValueError, match="another configuration"):
+        run_labelling(out, LabelConfig(**{**cfg.__dict__, "seed": 1}), sources=[smi], progress=False)
 
 
-def test_label_tblite_gfn2_states(tmp_path):
+def test_element_xtb_cannot_do_and_unembeddable_are_counted():
     pytest.importorskip("tblite")
+    cfg = LabelConfig()
+    out = sample_molecule(0, Molecule("u", "C[U]", "t", frozenset({"C", "H", "U"}), 5), cfg, Labeller(cfg))
+    assert out.stats == {"element_not_in_xtb": 1} and not out.energy
+    out = sample_molecule(0, Molecule("b", "C1CC", "t", frozenset({"C"}), 3), cfg, Labeller(cfg))
+    assert out.stats == {"unparsable_smiles": 1}
+
+
+def test_cli_builds_a_compact_set_with_tblite(tmp_path):
+    pytest.importorskip("tblite")
+    from transip_md.cli import main
+
     smi = tmp_path / "s.smi"
-    smi.write_text("CC=O acetaldehyde\n")
-    cfg = LabelConfig(min_atoms=3, states=((0, 1), (1, 2), (-1, 2), (0, 3)), n_steps=4, sample_every=2)
-    out = tmp_path / "x.extxyz"
-    summary = run_labelling(smi, out, cfg, progress=False)
+    smi.write_text("CC=O acetaldehyde\nCN methylamine\n")
+    out = tmp_path / "x.npz"
+    args = ["label", str(out), "--smiles", str(smi), "--elements", "H,C,N,O", "--per-element", "0"]
+    assert main([*args, "--md-steps", "40", "--heldout-fraction", "0.5", "--no-progress"]) == 0
     frames, _ = read_frames(out)
-    assert summary["scf_failures"] == 0 and len(frames) == 8
-    assert sorted({(f.charge, f.spin) for f in frames}) == [(-1, 2), (0, 1), (0, 3), (1, 2)]
-    by_state = {(f.charge, f.spin): f.energy for f in frames}
-    assert by_state[(1, 2)] > by_state[(0, 1)] + 3.0  # ionisation costs several eV in GFN2-xTB
-    assert all(np.abs(f.forces).max() < cfg.max_force for f in frames)
+    assert len({f.mol_id for f in frames}) == 2 and len(frames) >= 24
+    assert {f.sampler for f in frames} == set(SAMPLERS) - {"xtb_md"}
+    assert all(np.abs(f.forces).max() <= 100.0 for f in frames)
+    # frames of one geometry id come from one molecule and hold identical positions
+    by_geo = {}
+    for f in frames:
+        by_geo.setdefault(f.geometry_id, []).append(f)
+    for group in by_geo.values():
+        assert len({f.mol_id for f in group}) == 1
+        assert all(np.array_equal(f.positions, group[0].positions) for f in group)
+
+
+def test_legacy_xtb_md_sampler_still_runs(tmp_path):
+    from transip_md.cli import main
+
+    smi = tmp_path / "s.smi"
+    smi.write_text("CCO ethanol\n")
+    out = tmp_path / "old.extxyz"
+    args = ["label", str(out), "--sampler", "xtb-md", "--smiles", str(smi), "--elements", "H,C,O", "--states", "0:1"]
+    assert main([*args, "--steps", "4", "--sample-every", "2", "--calculator", "ase.calculators.emt:EMT"]) == 0
+    frames, _ = read_frames(out)
+    assert len(frames) == 2

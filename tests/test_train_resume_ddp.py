@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from transip_md.data import default_dataset_path
+from transip_md.data import legacy_dataset_path
 
 COMMON = [
     "--max-atoms", "100", "--d-model", "16",
@@ -25,7 +25,7 @@ def tiny(tmp_path_factory):
     """32 frames spread over the shipped data set (small file: fast start-up of each subprocess)."""
     from ase.io import read, write
 
-    frames = read(default_dataset_path(), index="::40")
+    frames = read(legacy_dataset_path(), index="::40")
     path = tmp_path_factory.mktemp("tiny") / "tiny.extxyz"
     write(path, frames, format="extxyz")
     return ["--data", str(path)]

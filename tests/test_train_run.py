@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from transip_md.data import default_dataset_path
+from transip_md.data import legacy_dataset_path
 from transip_md.train.checkpoint import export_checkpoint, load_checkpoint
 from transip_md.train.config import TrainConfig
 from transip_md.train.trainer import Trainer
@@ -25,7 +25,7 @@ BOUND = 0.85
 
 def _cfg(mode, out):
     return TrainConfig(
-        data=[str(default_dataset_path())],
+        data=[str(legacy_dataset_path())],
         output=str(out),
         equivariance=mode,
         epochs=1000,

@@ -1,17 +1,25 @@
-"""Shipped data: a small GFN2-xTB labelled organic data set and a small pretrained local TransIP model."""
+"""Shipped data: the GFN2-xTB labelled organic data set (docs/data.md) and a small pretrained local TransIP model."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-DATASET = "xtb-organics.extxyz.gz"
+#: The shipped training set: 9 elements, 4 charge/spin states, compact .npz (transip-frames/1, docs/data.md).
+DATASET = "gfn2-organics-9el.npz"
+#: The first, small set (80 H/C/N/O molecules, 1,275 frames, extxyz.gz): kept for quick tests and examples.
+LEGACY_DATASET = "xtb-organics.extxyz.gz"
 MODEL = "transip-small.pt"
 
 
 def default_dataset_path() -> Path:
-    """The shipped extxyz.gz (made by `transip-md label`, see docs/training.md)."""
+    """The shipped data set (read it with ``transip_md.train.data.read_frames``; made by `transip-md label`)."""
     return Path(str(resources.files(__name__).joinpath(DATASET)))
+
+
+def legacy_dataset_path() -> Path:
+    """The first 80-molecule H/C/N/O extxyz.gz set (docs/training.md), small enough for quick tests."""
+    return Path(str(resources.files(__name__).joinpath(LEGACY_DATASET)))
 
 
 def default_model_path() -> Path:

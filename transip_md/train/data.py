@@ -30,6 +30,7 @@ from ..model.graph import all_pairs, cutoff_pairs
 
 EXTXYZ_SUFFIXES = (".extxyz", ".xyz", ".extxyz.gz", ".xyz.gz")
 DB_SUFFIXES = (".db", ".aselmdb", ".json")
+COMPACT_SUFFIXES = (".npz",)
 
 
 class DataError(ValueError):
@@ -48,6 +49,9 @@ class Frame:
     source: str = ""
     cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
     pbc: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=bool))
+    geometry_id: int = -1  # compact format: frames of one geometry in several charge/spin states share it
+    sampler: str = ""  # compact format: which sampler made the geometry
+    heldout: bool = False  # compact format: the molecule is in the set's held-out split
 
     @property
     def n_atoms(self) -> int:
@@ -144,7 +148,7 @@ def _iter_file(path: Path) -> Iterable[tuple[Any, list[dict]]]:
                 kvp = {k: v for k, v in row.key_value_pairs.items() if k != "charge"}
                 yield atoms, [data, info, kvp]
     else:
-        raise DataError(f"{path}: unknown file type (expected {EXTXYZ_SUFFIXES + DB_SUFFIXES})")
+        raise DataError(f"{path}: unknown file type (expected {EXTXYZ_SUFFIXES + DB_SUFFIXES + COMPACT_SUFFIXES})")
 
 
 def list_files(path: str | os.PathLike) -> list[Path]:
@@ -152,10 +156,12 @@ def list_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(EXTXYZ_SUFFIXES + DB_SUFFIXES)
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.name.lower().endswith(EXTXYZ_SUFFIXES + DB_SUFFIXES + COMPACT_SUFFIXES)
         )
         if not files:
-            raise DataError(f"{path}: folder holds no extxyz or ASE database files")
+            raise DataError(f"{path}: folder holds no extxyz, ASE database or compact .npz files")
         return files
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -176,6 +182,9 @@ def read_frames(
     for p in paths:
         for f in list_files(p):
             report.files += 1
+            if f.name.lower().endswith(COMPACT_SUFFIXES):
+                _read_compact_into(f, allowed, skip_bad, frames, report)
+                continue
             index = -1
             try:
                 for index, (atoms, extra) in enumerate(_iter_file(f)):
@@ -374,3 +383,197 @@ def frame_to_atoms(frame: Frame):
     atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
     atoms.info.update(charge=frame.charge, spin=frame.spin)
     return atoms
+
+
+# ---------------------------------------------------------------------------------------------- compact format
+#: Format tag of the compact labelled-data file (one compressed .npz; documented in docs/data.md).
+COMPACT_FORMAT = "transip-frames/1"
+_COMPACT_KEYS = {
+    "format": ((), "U"),
+    "meta": ((), "U"),
+    "mol_id": (("M",), "U"),
+    "mol_smiles": (("M",), "U"),
+    "mol_source": (("M",), "U"),
+    "mol_heldout": (("M",), "b"),
+    "mol_natoms": (("M",), "i"),
+    "mol_numbers": (("MA",), "u"),
+    "frame_mol": (("F",), "i"),
+    "geometry": (("F",), "i"),
+    "charge": (("F",), "i"),
+    "spin": (("F",), "i"),
+    "sampler": (("F",), "u"),
+    "sampler_names": (("S",), "U"),
+    "param": (("F",), "f"),
+    "energy": (("F",), "f"),
+    "positions": (("A", 3), "f"),
+    "forces": (("A", 3), "f"),
+}
+
+
+def write_compact(
+    path: str | os.PathLike,
+    mol_ids: Sequence[str],
+    mol_smiles: Sequence[str],
+    mol_sources: Sequence[str],
+    mol_heldout: Sequence[bool],
+    parts: Sequence[dict[str, np.ndarray]],
+    sampler_names: Sequence[str],
+    meta: dict[str, Any],
+) -> None:
+    """Write molecules and their frames as one compressed .npz (float32 Å / eV/Å, float64 eV), atomically.
+
+    ``parts[k]`` holds molecule k's ``numbers`` (N,), ``positions``/``forces`` (F_k, N, 3), ``energy``,
+    ``charge``, ``spin``, ``geometry`` (per-molecule geometry ids, made global here), ``sampler``, ``param``.
+    """
+    import json
+
+    from ..atomic_io import atomic_write
+
+    geo_offset = np.cumsum([0] + [int(p["geometry"].max()) + 1 if len(p["geometry"]) else 0 for p in parts])
+    cat = lambda key, dtype: np.concatenate([np.asarray(p[key]) for p in parts]).astype(dtype)  # noqa: E731
+    arrays = {
+        "format": np.array(COMPACT_FORMAT),
+        "meta": np.array(json.dumps(meta)),
+        "mol_id": np.array(list(mol_ids), dtype=str),
+        "mol_smiles": np.array(list(mol_smiles), dtype=str),
+        "mol_source": np.array(list(mol_sources), dtype=str),
+        "mol_heldout": np.array(list(mol_heldout), dtype=bool),
+        "mol_natoms": np.array([len(p["numbers"]) for p in parts], dtype=np.int32),
+        "mol_numbers": cat("numbers", np.uint8),
+        "frame_mol": np.concatenate([np.full(len(p["energy"]), k, np.int32) for k, p in enumerate(parts)]),
+        "geometry": np.concatenate([p["geometry"] + geo_offset[k] for k, p in enumerate(parts)]).astype(np.int32),
+        "charge": cat("charge", np.int8),
+        "spin": cat("spin", np.int8),
+        "sampler": cat("sampler", np.uint8),
+        "sampler_names": np.array(list(sampler_names), dtype=str),
+        "param": cat("param", np.float32),
+        "energy": cat("energy", np.float64),
+        "positions": np.concatenate([p["positions"].reshape(-1, 3) for p in parts]).astype(np.float32),
+        "forces": np.concatenate([p["forces"].reshape(-1, 3) for p in parts]).astype(np.float32),
+    }
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.chmod(tmp, 0o644)
+
+
+def load_compact(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a compact file, checked for completeness and consistent sizes (DataError otherwise)."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = sorted(set(_COMPACT_KEYS) - set(z.files))
+            if missing:
+                raise DataError(f"{path}: compact data file lacks arrays {missing} (truncated or not this format)")
+            arrays = {k: z[k] for k in _COMPACT_KEYS}
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: compact data file is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+    if str(arrays["format"]) != COMPACT_FORMAT:
+        raise DataError(f"{path}: format {str(arrays['format'])!r}, this reader knows {COMPACT_FORMAT!r}")
+    _check_compact_sizes(path, arrays)
+    return arrays
+
+
+def _check_compact_sizes(path: Path, a: dict[str, np.ndarray]) -> None:
+    n_mol = len(a["mol_id"])
+    n_frames = len(a["energy"])
+    for key, (shape, _) in _COMPACT_KEYS.items():
+        want = {"M": n_mol, "F": n_frames}.get(shape[0]) if shape else None
+        if want is not None and len(a[key]) != want:
+            raise DataError(f"{path}: array {key!r} has {len(a[key])} rows, expected {want}")
+    if int(a["mol_natoms"].sum()) != len(a["mol_numbers"]):
+        raise DataError(
+            f"{path}: mol_numbers has {len(a['mol_numbers'])} atoms, mol_natoms sums to {a['mol_natoms'].sum()}"
+        )
+    if n_frames and (a["frame_mol"].min() < 0 or a["frame_mol"].max() >= n_mol):
+        raise DataError(f"{path}: frame_mol points outside the {n_mol} molecules")
+    n_atoms = int(a["mol_natoms"][a["frame_mol"]].sum()) if n_frames else 0
+    for key in ("positions", "forces"):
+        if a[key].shape != (n_atoms, 3):
+            raise DataError(f"{path}: {key} has shape {a[key].shape}, the frames need ({n_atoms}, 3)")
+
+
+def _read_compact_into(
+    path: Path, allowed: set[int] | None, skip_bad: bool, frames: list[Frame], report: ReadReport
+) -> None:
+    """Append the frames of a compact file (checks as for extxyz: elements, parity, finite values)."""
+    try:
+        a = load_compact(path)
+    except DataError as exc:
+        if not skip_bad:
+            raise
+        report.skipped_files += 1
+        report.add_problem(str(exc))
+        return
+    mol_start = np.concatenate([[0], np.cumsum(a["mol_natoms"])])
+    natoms = a["mol_natoms"][a["frame_mol"]]
+    start = np.concatenate([[0], np.cumsum(natoms)])
+    names = [str(s) for s in a["sampler_names"]]
+    mol_ids = [str(s) for s in a["mol_id"]]
+    numbers_of = [a["mol_numbers"][mol_start[k] : mol_start[k + 1]].astype(np.int64) for k in range(len(mol_ids))]
+    pos64 = a["positions"].astype(np.float64)
+    frc64 = a["forces"].astype(np.float64)
+    bad = _bad_compact_frames(a, numbers_of, allowed, pos64, frc64, start)
+    for i in range(len(a["energy"])):
+        if i in bad:
+            if not skip_bad:
+                raise DataError(f"{path}: frame {i}: {bad[i]}")
+            report.skipped_frames += 1
+            report.add_problem(f"{path}: frame {i}: {bad[i]}")
+            continue
+        k = int(a["frame_mol"][i])
+        frames.append(
+            Frame(
+                numbers=numbers_of[k],
+                positions=pos64[start[i] : start[i + 1]],
+                energy=float(a["energy"][i]),
+                forces=frc64[start[i] : start[i + 1]],
+                charge=int(a["charge"][i]),
+                spin=int(a["spin"][i]),
+                mol_id=mol_ids[k],
+                source=f"{path}: frame {i}",
+                geometry_id=int(a["geometry"][i]),
+                sampler=names[int(a["sampler"][i])],
+                heldout=bool(a["mol_heldout"][k]),
+            )
+        )
+        report.frames += 1
+
+
+def _bad_compact_frames(a, numbers_of, allowed, pos, frc, start) -> dict[int, str]:
+    """Frame index -> problem, for the checks the extxyz reader makes per frame (vectorised)."""
+    from ..validation import symbol
+
+    bad: dict[int, str] = {}
+    n_el = np.array([int(n.sum()) for n in numbers_of])[a["frame_mol"]] - a["charge"].astype(np.int64)
+    m = a["spin"].astype(np.int64)
+    wrong = (m < 1) | (n_el < m - 1) | ((n_el - m + 1) % 2 != 0)
+    for i in np.flatnonzero(wrong):
+        bad[int(i)] = f"impossible charge {a['charge'][i]} / multiplicity {m[i]} for {n_el[i]} electrons"
+    finite_atoms = np.isfinite(pos).all(axis=1) & np.isfinite(frc).all(axis=1)
+    per_frame = np.logical_and.reduceat(finite_atoms, start[:-1]) if len(start) > 1 else np.ones(0, bool)
+    for i in np.flatnonzero(~(per_frame & np.isfinite(a["energy"]))):
+        bad.setdefault(int(i), "non-finite positions, energy or forces")
+    if allowed is not None:
+        for k, nums in enumerate(numbers_of):
+            unknown = [int(z) for z in nums if int(z) not in allowed]
+            if unknown:
+                msg = f"unknown element {symbol(unknown[0])} (allowed: {sorted(allowed)})"
+                for i in np.flatnonzero(a["frame_mol"] == k):
+                    bad.setdefault(int(i), msg)
+    return bad
+
+
+def heldout_split(frames: Sequence[Frame]) -> tuple[list[int], list[int]]:
+    """(train, held-out) frame indices by the data set's own per-molecule held-out flag (compact format).
+
+    The held-out molecules were chosen when the set was built (about 10% of molecules, every element
+    represented); all frames of a molecule are on one side. Frames read from other formats are train.
+    """
+    train = [i for i, f in enumerate(frames) if not f.heldout]
+    held = [i for i, f in enumerate(frames) if f.heldout]
+    return train, held

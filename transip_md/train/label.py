@@ -1,24 +1,26 @@
-"""Labelled data generation: SMILES -> rdkit conformer -> short Langevin MD with an ASE calculator -> extxyz.
+"""Labelled data at scale: cheap classical geometries, GFN2-xTB single points only for the kept frames.
 
-Default calculator: GFN2-xTB through tblite. Each molecule is run in several charge/spin states (neutral
-singlet, radical cation, radical anion, triplet by default; states with impossible electron parity are
-skipped) at one of a few temperatures. Frames are kept only if every force component is below
-``max_force`` eV/Å and no two atoms are closer than ``min_distance`` Å.
+Per molecule (see docs/data.md for the plan and the counts): rdkit ETKDG conformers relaxed with
+MMFF94 (UFF fallback); thermal geometries from Langevin MD on that classical surface at T drawn from
+300-1200 K; a compressed non-bonded pair, a compressed bond and a stretched bond; the four
+(charge, multiplicity) states labelled at the SAME geometries (a geometry id ties them together) and a few
+GFN2-xTB steepest-descent steps in one charged/open-shell state (its own surface). Every problem is
+counted by cause (molecule level: unparsable SMILES, embedding failure, no force field, element xTB cannot
+do; frame level: impossible parity, SCF failure, non-finite result, force above the cap) and never stops
+a run.
 
-Resumable: each molecule is written to ``<output>.parts/<mol_id>.extxyz`` (atomically, also when it
-failed, as an empty file), finished molecules are skipped, and the parts are gathered into ``output``
-(``.gz`` compresses) at the end. Parallel over processes, one thread each (OMP_NUM_THREADS=1).
+Resumable: each molecule writes ``<output>.parts/<index>.npz`` atomically (also when it failed), finished
+molecules are skipped, and the parts are gathered into the compact format of
+:func:`transip_md.train.data.write_compact`. Parallel over processes, one thread each (OMP_NUM_THREADS=1).
 """
 
 from __future__ import annotations
 
-import gzip
-import importlib
-import inspect
-import io
+import json
+import logging
 import os
-import shutil
-import tempfile
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,273 +28,383 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic_io import atomic_write
+from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
+from .molecules import DEFAULT_ELEMENTS, Molecule, select_molecules
+from .sampling import SamplingError, compress_pair, embed, scale_bond, thermal_md
+
+log = logging.getLogger(__name__)
+
 #: (charge, multiplicity) states: neutral singlet, radical cation, radical anion, triplet.
 DEFAULT_STATES: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (-1, 2), (0, 3))
-DEFAULT_ELEMENTS = ("H", "C", "N", "O")
-
-
-def default_smiles_file() -> Path:
-    """rdkit's bundled NCI set (about 2,800 usable organic molecules of 8-30 atoms)."""
-    from rdkit import RDConfig
-
-    return Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+#: Sampler names; a frame stores the index into this tuple.
+SAMPLERS = ("thermal", "compress_pair", "compress_bond", "stretch_bond", "relax", "xtb_md")
+#: Elements GFN2-xTB is parametrised for (H..Rn).
+XTB_MAX_Z = 86
 
 
 @dataclass
 class LabelConfig:
     elements: Sequence[str] = DEFAULT_ELEMENTS
-    min_atoms: int = 8
-    max_atoms: int = 30
+    min_atoms: int = 4
+    max_atoms: int = 40
+    n_molecules: int | None = 3200
+    per_element: int = 360
+    heldout_fraction: float = 0.1
     states: Sequence[tuple[int, int]] = DEFAULT_STATES
-    temperatures: Sequence[float] = (300.0, 500.0, 800.0)
-    n_steps: int = 150  # MD steps per state
-    sample_every: int = 30  # keep every n-th step
-    timestep_fs: float = 1.0
-    friction_per_fs: float = 0.02
-    max_force: float = 15.0  # eV/Å, frames with a larger component are dropped
-    min_distance: float = 0.7  # Å
+    t_min: float = 300.0  # K
+    t_max: float = 1200.0  # K
+    md_steps: int = 300  # classical Langevin steps of 0.5 fs per thermal geometry
+    n_conformers: int = 2
+    compress_pair: tuple[float, float] = (0.65, 0.85)  # x sum of covalent radii
+    compress_bond: tuple[float, float] = (0.7, 0.8)  # x bond length
+    stretch_bond: tuple[float, float] = (1.2, 1.8)  # x bond length
+    relax_steps: int = 3  # GFN2 steepest-descent steps on a charged/open-shell surface
+    relax_step: float = 0.02  # Å per eV/Å
+    relax_max_move: float = 0.12  # Å per atom and step
+    max_force: float = 50.0  # eV/Å: frames with a larger force component are dropped ("force_cap")
+    max_force_compressed: float = 100.0  # eV/Å, the cap for compress_pair / compress_bond frames
     seed: int = 0
-    calculator: str = "tblite"  # or "module:Class"
+    calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def read_smiles(path: str | os.PathLike, cfg: LabelConfig, limit: int | None = None) -> list[tuple[str, str]]:
-    """(mol_id, smiles) of molecules made only of ``cfg.elements`` with min..max atoms incl. H.
-
-    A line is ``SMILES [name]``; the id is ``<file stem>-<line number>``. Order is the file's, then
-    ``limit`` molecules are taken after a seeded shuffle so small sets are diverse.
-    """
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    allowed = set(cfg.elements)
-    out = []
-    stem = Path(path).name.split(".")[0]
-    with open(path) as fh:
-        for lineno, line in enumerate(fh):
-            parts = line.split()
-            if not parts or parts[0].startswith("#"):
-                continue
-            mol = Chem.MolFromSmiles(parts[0])
-            if mol is None or len(Chem.GetMolFrags(mol)) != 1:
-                continue
-            if Chem.GetFormalCharge(mol) != 0 or any(a.GetNumRadicalElectrons() for a in mol.GetAtoms()):
-                continue
-            molh = Chem.AddHs(mol)
-            symbols = {a.GetSymbol() for a in molh.GetAtoms()}
-            if not symbols <= allowed or not cfg.min_atoms <= molh.GetNumAtoms() <= cfg.max_atoms:
-                continue
-            out.append((f"{stem}-{lineno}", Chem.MolToSmiles(mol)))
-    if limit is not None and limit < len(out):
-        rng = np.random.default_rng(cfg.seed)
-        idx = np.sort(rng.choice(len(out), size=limit, replace=False))
-        out = [out[i] for i in idx]
-    return out
-
-
-def conformer(smiles: str, seed: int):
-    """ASE Atoms of one rdkit ETKDG conformer (MMFF-relaxed when possible), or None."""
-    from ase import Atoms
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
-
-    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    params = AllChem.ETKDGv3()
-    params.randomSeed = int(seed) % (2**31)
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        return None
-    try:
-        AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
-    except Exception:  # noqa: BLE001 - MMFF lacks parameters for a few molecules; ETKDG geometry is fine
-        pass
-    pos = mol.GetConformer().GetPositions()
-    return Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=pos)
-
-
-def make_calculator(cfg: LabelConfig, charge: int, multiplicity: int):
-    """tblite GFN2-xTB, or ``module:Class`` constructed with charge/multiplicity if it accepts them."""
-    if cfg.calculator == "tblite":
-        from tblite.ase import TBLite
-
-        return TBLite(method="GFN2-xTB", charge=charge, multiplicity=multiplicity, verbosity=0)
-    module_name, _, cls_name = cfg.calculator.partition(":")
-    if not cls_name:
-        raise ValueError(f"--calculator must be 'tblite' or 'module:Class', got {cfg.calculator!r}")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    kwargs = dict(cfg.calculator_kwargs)
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "charge" in params:
-        kwargs.setdefault("charge", charge)
-    if "multiplicity" in params:
-        kwargs.setdefault("multiplicity", multiplicity)
-    return cls(**kwargs)
+class LabelError(RuntimeError):
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def parity_ok(numbers: np.ndarray, charge: int, multiplicity: int) -> bool:
+    """True if ``charge`` and ``multiplicity`` are possible for these atoms (electron parity)."""
     n_el = int(np.sum(numbers)) - charge
     unpaired = multiplicity - 1
-    return n_el >= unpaired and (n_el - unpaired) % 2 == 0
+    return multiplicity >= 1 and n_el >= unpaired and (n_el - unpaired) % 2 == 0
 
 
-def _min_distance(pos: np.ndarray) -> float:
-    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-    d[np.diag_indices(len(pos))] = np.inf
-    return float(d.min())
+class Labeller:
+    """Energy (eV) and forces (eV/Å) of one structure in one state; raises LabelError with a cause."""
 
+    def __init__(self, cfg: LabelConfig) -> None:
+        self.cfg = cfg
+        self.seconds = 0.0  # time spent in the quantum-chemistry calls
+        self.calls = 0
 
-def label_molecule(mol_id: str, smiles: str, index: int, cfg: LabelConfig) -> tuple[list, dict[str, int]]:
-    """Frames (ASE Atoms with energy/forces) for one molecule and counters of what happened."""
-    from ase import units
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import thermalize_momenta
-
-    stats = {"frames": 0, "rejected": 0, "scf_failures": 0, "parity_skipped": 0, "no_conformer": 0}
-    rng = np.random.default_rng([cfg.seed, index])
-    atoms0 = conformer(smiles, seed=cfg.seed * 100003 + index)
-    if atoms0 is None:
-        stats["no_conformer"] = 1
-        return [], stats
-    frames = []
-    for charge, mult in cfg.states:
-        if not parity_ok(atoms0.numbers, charge, mult):
-            stats["parity_skipped"] += 1
-            continue
-        temperature = float(rng.choice(list(cfg.temperatures)))
-        atoms = atoms0.copy()
-        atoms.info.update(charge=charge, spin=mult)
-        atoms.calc = make_calculator(cfg, charge, mult)
-        thermalize_momenta(atoms, temperature, rng=rng)
-        dyn = Langevin(
-            atoms,
-            timestep=cfg.timestep_fs * units.fs,
-            temperature_K=temperature,
-            friction=cfg.friction_per_fs / units.fs,
-            fixcm=False,
-            rng=rng,
-        )
+    def __call__(
+        self, numbers: np.ndarray, pos: np.ndarray, charge: int, mult: int, max_force: float | None = None
+    ) -> tuple[float, np.ndarray]:
+        if not parity_ok(numbers, charge, mult):
+            raise LabelError("parity", f"charge {charge} / multiplicity {mult} impossible")
+        t0 = time.perf_counter()
+        self.calls += 1
         try:
-            for step in range(1, cfg.n_steps + 1):
-                dyn.run(1)
-                if step % cfg.sample_every:
-                    continue
-                energy = float(atoms.get_potential_energy())
-                forces = np.array(atoms.get_forces())
-                if np.abs(forces).max() > cfg.max_force or _min_distance(atoms.positions) < cfg.min_distance:
-                    stats["rejected"] += 1
-                    continue
-                frame = atoms.copy()
-                frame.arrays.pop("momenta", None)
-                frame.info = {
-                    "mol_id": mol_id,
-                    "smiles": smiles,
-                    "charge": charge,
-                    "spin": mult,
-                    "temperature": temperature,
-                    "step": step,
-                }
-                frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
-                frames.append(frame)
-                stats["frames"] += 1
-        except Exception:  # noqa: BLE001 - SCF non-convergence etc.: drop the rest of this state
-            stats["scf_failures"] += 1
-    return frames, stats
+            energy, forces = self._compute(numbers, pos, charge, mult)
+        except LabelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - SCF non-convergence and any calculator failure
+            raise LabelError("scf_failure", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.seconds += time.perf_counter() - t0
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            raise LabelError("non_finite", "non-finite energy or forces")
+        if np.abs(forces).max() > (self.cfg.max_force if max_force is None else max_force):
+            raise LabelError("force_cap", f"force component {np.abs(forces).max():.1f} eV/Å above the cap")
+        return energy, forces
+
+    def _compute(self, numbers: np.ndarray, pos: np.ndarray, charge: int, mult: int) -> tuple[float, np.ndarray]:
+        if self.cfg.calculator == "tblite":
+            from tblite.interface import Calculator
+
+            calc = Calculator("GFN2-xTB", numbers, pos / BOHR_TO_ANGSTROM, charge=float(charge), uhf=mult - 1)
+            calc.set("verbosity", 0)
+            res = calc.singlepoint()
+            energy = float(res.get("energy")) * HARTREE_TO_EV
+            forces = -np.asarray(res.get("gradient")) * (HARTREE_TO_EV / BOHR_TO_ANGSTROM)
+            return energy, forces
+        from ase import Atoms
+
+        from .label_xtbmd import make_calculator
+
+        atoms = Atoms(numbers=numbers, positions=pos)
+        atoms.calc = make_calculator(self.cfg, charge, mult)  # type: ignore[arg-type]
+        return float(atoms.get_potential_energy()), np.array(atoms.get_forces())
 
 
-def _write_part(path: Path, frames: list) -> None:
-    from ase.io import write
+@dataclass
+class MoleculeFrames:
+    """The labelled frames of one molecule (arrays, one row per frame) and its counters."""
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    numbers: np.ndarray
+    positions: list[np.ndarray] = field(default_factory=list)
+    forces: list[np.ndarray] = field(default_factory=list)
+    energy: list[float] = field(default_factory=list)
+    charge: list[int] = field(default_factory=list)
+    spin: list[int] = field(default_factory=list)
+    geometry: list[int] = field(default_factory=list)
+    sampler: list[int] = field(default_factory=list)
+    param: list[float] = field(default_factory=list)  # K for thermal, ratio for distortions, step for relax
+    stats: Counter = field(default_factory=Counter)
+    n_geometries: int = 0
+
+    def new_geometry(self) -> int:
+        self.n_geometries += 1
+        return self.n_geometries - 1
+
+
+def _label_states(
+    out: MoleculeFrames,
+    labeller: Labeller,
+    pos: np.ndarray,
+    states: Sequence[tuple[int, int]],
+    sampler: str,
+    param: float,
+) -> dict[tuple[int, int], np.ndarray]:
+    """Label ``pos`` in each state (same geometry id); returns the forces of the states that worked."""
+    gid = out.new_geometry()
+    done = {}
+    cap = labeller.cfg.max_force_compressed if sampler.startswith("compress") else labeller.cfg.max_force
+    for q, m in states:
+        try:
+            energy, forces = labeller(out.numbers, pos, q, m, max_force=cap)
+        except LabelError as exc:
+            out.stats[exc.cause] += 1
+            continue
+        out.positions.append(pos.astype(np.float32))
+        out.forces.append(forces.astype(np.float32))
+        out.energy.append(energy)
+        out.charge.append(q)
+        out.spin.append(m)
+        out.geometry.append(gid)
+        out.sampler.append(SAMPLERS.index(sampler))
+        out.param.append(param)
+        out.stats["frames"] += 1
+        out.stats[f"frames_{sampler}"] += 1
+        done[(q, m)] = forces
+    return done
+
+
+def _relax(out: MoleculeFrames, labeller: Labeller, pos: np.ndarray, state: tuple[int, int], forces, cfg) -> None:
+    """``cfg.relax_steps`` steepest-descent steps on the GFN2 surface of ``state``; each step is a frame."""
+    for step in range(1, cfg.relax_steps + 1):
+        move = cfg.relax_step * forces
+        norm = np.linalg.norm(move, axis=1, keepdims=True)
+        move *= np.minimum(1.0, cfg.relax_max_move / np.maximum(norm, 1e-12))
+        pos = pos + move
+        got = _label_states(out, labeller, pos, [state], "relax", float(step))
+        if state not in got:
+            return
+        forces = got[state]
+
+
+def sample_molecule(index: int, molecule: Molecule, cfg: LabelConfig, labeller: Labeller) -> MoleculeFrames:
+    """The per-molecule plan (docs/data.md): 15 GFN2 single points when nothing fails."""
+    from rdkit import Chem
+
+    empty = MoleculeFrames(numbers=np.zeros(0, dtype=np.uint8))
+    parsed = Chem.MolFromSmiles(molecule.smiles)
+    if parsed is None:
+        empty.stats["unparsable_smiles"] += 1
+        return empty
+    if cfg.calculator == "tblite" and any(not 1 <= a.GetAtomicNum() <= XTB_MAX_Z for a in parsed.GetAtoms()):
+        empty.stats["element_not_in_xtb"] += 1
+        return empty
+    rng = np.random.default_rng([cfg.seed, index])
     try:
-        if frames:
-            write(tmp, frames, format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _worker(task: tuple[str, str, int, LabelConfig, str]) -> tuple[str, dict[str, int]]:
-    mol_id, smiles, index, cfg, parts_dir = task
-    frames, stats = label_molecule(mol_id, smiles, index, cfg)
-    _write_part(Path(parts_dir) / f"{mol_id}.extxyz", frames)
-    return mol_id, stats
-
-
-def gather(parts_dir: Path, mol_ids: Sequence[str], output: Path) -> int:
-    """Concatenate the parts of ``mol_ids`` (in that order) into ``output``; return the frame count."""
-    buf = io.BytesIO()
-    for mol_id in mol_ids:
-        part = parts_dir / f"{mol_id}.extxyz"
-        if part.exists():
-            buf.write(part.read_bytes())
-    data = buf.getvalue()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name, suffix=".tmp", dir=output.parent)
-    os.close(fd)
+        mol, ff_name = embed(molecule.smiles, cfg.n_conformers, seed=cfg.seed * 1_000_003 + index)
+    except SamplingError as exc:
+        empty.stats[exc.cause] += 1
+        return empty
+    out = MoleculeFrames(numbers=np.array([a.GetAtomicNum() for a in mol.GetAtoms()]))
+    out.stats[f"force_field_{ff_name}"] += 1
     try:
-        if output.name.endswith(".gz"):
-            # mtime=0 makes the file reproducible byte-for-byte.
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
-                gz.write(data)
-        else:
-            Path(tmp).write_bytes(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return data.count(b"Properties=")
+        _plan(out, mol, cfg, labeller, rng)
+    except SamplingError as exc:
+        out.stats[exc.cause] += 1
+    return out
+
+
+def _plan(out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: np.random.Generator) -> None:
+    from .sampling import ClassicalSurface
+
+    surface = ClassicalSurface(mol)
+    conformers = [c.GetPositions() for c in mol.GetConformers()]
+    states = list(cfg.states)
+    ground, others = states[0], states[1:]
+    temps = rng.uniform(cfg.t_min, cfg.t_max, size=3)
+    thermal = [
+        thermal_md(surface, conformers[k % len(conformers)], float(temps[k]), cfg.md_steps, rng) for k in range(3)
+    ]
+
+    def other() -> list[tuple[int, int]]:
+        return [others[int(rng.integers(len(others)))]] if others else []
+
+    _label_states(out, labeller, thermal[0], states, "thermal", float(temps[0]))
+    _label_states(out, labeller, thermal[1], [ground, *other()], "thermal", float(temps[1]))
+    try:
+        d = compress_pair(mol, thermal[0], rng, *cfg.compress_pair)
+        _label_states(out, labeller, d.positions, [ground, *other()], "compress_pair", d.ratio)
+    except SamplingError as exc:
+        out.stats[exc.cause] += 1
+    d = scale_bond(mol, thermal[0], rng, *cfg.compress_bond)
+    _label_states(out, labeller, d.positions, [ground], "compress_bond", d.ratio)
+    d = scale_bond(mol, thermal[1], rng, *cfg.stretch_bond)
+    _label_states(out, labeller, d.positions, [ground, *other()], "stretch_bond", d.ratio)
+    if others and cfg.relax_steps > 0:
+        state = other()[0]
+        got = _label_states(out, labeller, thermal[2], [state], "thermal", float(temps[2]))
+        if state in got:
+            _relax(out, labeller, thermal[2], state, got[state], cfg)
+
+
+def _part_arrays(res: MoleculeFrames, seconds: float, xtb_seconds: float) -> dict[str, np.ndarray]:
+    n = len(res.energy)
+    nat = len(res.numbers)
+    stats = dict(res.stats, seconds=seconds, xtb_seconds=xtb_seconds)
+    return {
+        "numbers": res.numbers.astype(np.uint8),
+        "positions": np.stack(res.positions) if n else np.zeros((0, nat, 3), np.float32),
+        "forces": np.stack(res.forces) if n else np.zeros((0, nat, 3), np.float32),
+        "energy": np.array(res.energy, dtype=np.float64),
+        "charge": np.array(res.charge, dtype=np.int8),
+        "spin": np.array(res.spin, dtype=np.int8),
+        "geometry": np.array(res.geometry, dtype=np.int32),
+        "sampler": np.array(res.sampler, dtype=np.uint8),
+        "param": np.array(res.param, dtype=np.float32),
+        "stats": np.array(json.dumps(stats)),
+    }
+
+
+def _worker(task: tuple[int, Molecule, LabelConfig, str]) -> tuple[int, dict[str, Any]]:
+    index, molecule, cfg, parts_dir = task
+    t0 = time.perf_counter()
+    labeller = Labeller(cfg)
+    try:
+        res = sample_molecule(index, molecule, cfg, labeller)
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen: count it, keep the run going
+        log.warning("molecule %s (%s) failed: %s", molecule.mol_id, molecule.smiles, exc)
+        res = MoleculeFrames(numbers=np.zeros(0, dtype=np.uint8))
+        res.stats[f"unexpected_{type(exc).__name__}"] += 1
+    arrays = _part_arrays(res, time.perf_counter() - t0, labeller.seconds)
+    with atomic_write(Path(parts_dir) / f"{index:06d}.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return index, json.loads(str(arrays["stats"]))
+
+
+def _manifest(cfg: LabelConfig, molecules: Sequence[Molecule]) -> dict[str, Any]:
+    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    data["molecules"] = [m.smiles for m in molecules]
+    return data
+
+
+def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
+    """Parts of a different configuration or molecule list must not be mixed into this run."""
+    path = parts_dir / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(manifest)):
+            raise ValueError(f"{parts_dir}: parts were made with another configuration; use a new output path")
+        return
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(manifest))
 
 
 def run_labelling(
-    smiles_file: str | os.PathLike | None,
     output: str | os.PathLike,
     cfg: LabelConfig,
-    n_molecules: int | None = None,
+    sources: Sequence[str | os.PathLike] | None = None,
     workers: int = 1,
     progress: bool = True,
-    keep_parts: bool = True,
+    limit: int | None = None,
+    parts_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Label ``n_molecules`` molecules from ``smiles_file`` into ``output``; returns a summary."""
+    """Select molecules, label them into ``<output>.parts/`` (resumable) and gather ``output`` (compact .npz).
+
+    ``limit`` labels and gathers only the first ``limit`` selected molecules (quick runs, benchmarks, or a
+    cut of a long run: the parts of the full selection are reused, the selection order is a seeded shuffle).
+    Returns a summary with counters by cause; it is also written to ``<parts_dir>/summary.json`` (default parts_dir:
+    ``<output>.parts``).
+    """
     from tqdm import tqdm
 
     os.environ["OMP_NUM_THREADS"] = "1"  # before any worker imports tblite
-    smiles_file = Path(smiles_file) if smiles_file else default_smiles_file()
     output = Path(output)
-    molecules = read_smiles(smiles_file, cfg, limit=n_molecules)
-    parts_dir = output.parent / (output.name + ".parts")
+    t0 = time.perf_counter()
+    sel = select_molecules(
+        sources,
+        cfg.n_molecules,
+        cfg.per_element,
+        cfg.heldout_fraction,
+        cfg.elements,
+        cfg.min_atoms,
+        cfg.max_atoms,
+        cfg.seed,
+    )
+    selection_seconds = time.perf_counter() - t0
+    parts_dir = Path(parts_dir) if parts_dir else output.parent / (output.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    todo = [
-        (mid, smi, i, cfg, str(parts_dir))
-        for i, (mid, smi) in enumerate(molecules)
-        if not (parts_dir / f"{mid}.extxyz").exists()
-    ]
-    totals = {"molecules": len(molecules), "resumed": len(molecules) - len(todo)}
+    _check_manifest(parts_dir, _manifest(cfg, sel.molecules))
+    molecules = sel.molecules[:limit] if limit is not None else sel.molecules
+    todo = [(i, m, cfg, str(parts_dir)) for i, m in enumerate(molecules) if not (parts_dir / f"{i:06d}.npz").exists()]
+    log.info("%d molecules selected, %d to label", len(molecules), len(todo))
     bar = tqdm(total=len(todo), desc="label", unit="mol", disable=not progress)
     if workers <= 1:
-        results = map(_worker, todo)
-        for _, stats in results:
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0) + v
+        for _ in map(_worker, todo):
             bar.update()
     else:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            for _, stats in pool.imap_unordered(_worker, todo):
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0) + v
+            for _ in pool.imap_unordered(_worker, todo, chunksize=1):
                 bar.update()
     bar.close()
-    totals["total_frames"] = gather(parts_dir, [m for m, _ in molecules], output)
-    totals["output"] = str(output)
-    totals["smiles_file"] = str(smiles_file)
-    totals["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    if not keep_parts:
-        shutil.rmtree(parts_dir)
-    return totals
+    summary = gather(parts_dir, molecules, sel.heldout[: len(molecules)], output, cfg)
+    summary.update(
+        selection_rejected=dict(sel.rejected),
+        derived=dict(sel.derived),
+        resumed=len(molecules) - len(todo),
+        wall_seconds=time.perf_counter() - t0,
+        selection_seconds=selection_seconds,
+    )
+    with atomic_write(parts_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def gather(
+    parts_dir: Path, molecules: Sequence[Molecule], heldout: Sequence[bool], output: Path, cfg: LabelConfig
+) -> dict[str, Any]:
+    """Write the parts of ``molecules`` (in order) as one compact file; return counts and reject causes."""
+    from .data import write_compact
+
+    totals: Counter[str] = Counter()
+    keep: list[int] = []
+    parts: list[dict[str, np.ndarray]] = []
+    for i, _ in enumerate(molecules):
+        with np.load(parts_dir / f"{i:06d}.npz") as z:
+            part = {k: z[k] for k in z.files}
+        stats = json.loads(str(part["stats"]))
+        totals.update({k: v for k, v in stats.items() if not isinstance(v, float)})
+        totals["seconds"] += stats.get("seconds", 0.0)
+        totals["xtb_seconds"] += stats.get("xtb_seconds", 0.0)
+        if len(part["energy"]):
+            keep.append(i)
+            parts.append(part)
+        else:
+            totals["molecules_without_frames"] += 1
+    meta = {"config": _manifest(cfg, [])}
+    meta["config"].pop("molecules")
+    meta["counters"] = dict(totals)
+    write_compact(
+        output,
+        mol_ids=[molecules[i].mol_id for i in keep],
+        mol_smiles=[molecules[i].smiles for i in keep],
+        mol_sources=[molecules[i].source for i in keep],
+        mol_heldout=[bool(heldout[i]) for i in keep],
+        parts=parts,
+        sampler_names=SAMPLERS,
+        meta=meta,
+    )
+    summary: dict[str, Any] = dict(totals)
+    summary.update(output=str(output), molecules=len(keep), frames=int(sum(len(p["energy"]) for p in parts)))
+    return summary
