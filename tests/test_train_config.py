@@ -61,10 +61,12 @@ def test_yaml_and_toml_examples_are_the_same_recipe():
         "n_rbf": 64,
         "rbf_max": 10.0,
         "cutoff": 5.0,
+        "elements": [1, 6, 7, 8, 9, 15, 16, 17, 35],
     }
-    assert (cfg.epochs, cfg.max_atoms, cfg.lr, cfg.warmup_steps, cfg.dtype) == (20, 128, 3e-3, 50, "float32")
-    assert (cfg.equivariance, cfg.threads, cfg.seed) == ("learned", 2, 0)
-    assert cfg.data == ["transip_md/data/xtb-organics.extxyz.gz"] and cfg.output == "runs/transip-small"
+    assert (cfg.epochs, cfg.max_atoms, cfg.lr, cfg.warmup_steps, cfg.dtype) == (100, 128, 3e-3, 50, "float32")
+    assert (cfg.time_budget_s, cfg.val_fraction, cfg.max_val_frames) == (3000.0, 0.05, 500)
+    assert (cfg.equivariance, cfg.threads, cfg.seed) == ("augment", 1, 0)
+    assert cfg.data == ["transip_md/data/gfn2-organics-9el.npz"] and cfg.output == "runs/transip-small"
     assert isinstance(cfg.lr, float)
 
 
@@ -79,11 +81,11 @@ def test_config_file_is_used_and_flags_override_it(kind, small_data, tmp_path):
     written = json.loads((run / "config.json").read_text())
     default = TrainConfig()
     # from the file (values that differ from the defaults, so they cannot come from them)
-    for key, value in {"epochs": 20, "max_atoms": 128, "lr": 3e-3}.items():
+    for key, value in {"epochs": 100, "max_atoms": 128, "lr": 3e-3, "time_budget_s": 3000.0}.items():
         assert getattr(default, key) != value
     assert default.model.get("rbf_max") != 10.0
-    assert (written["epochs"], written["max_atoms"]) == (20, 128)
-    assert written["threads"] == 1  # the file says 2; run_cli passes --threads 1, which wins
+    assert (written["epochs"], written["max_atoms"], written["time_budget_s"]) == (100, 128, 3000.0)
+    assert written["threads"] == 1
     assert written["model"]["d_model"] == 64 and written["model"]["n_rope_freqs"] == 2
     assert written["model"]["rbf_max"] == 10.0
     # from the command line
