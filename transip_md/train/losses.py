@@ -7,24 +7,29 @@ Loss of one batch of B structures with N atoms (eV, Å):
 
     L_EF(x) = w_E * mean_b ((E_b - E*_b) / n_b)^2  +  w_F * mean_{i,c} (F_ic - F*_ic)^2
 
-Equivariance modes (one rotation R_b drawn uniformly from SO(3) per structure and step):
+Equivariance modes (rotations drawn uniformly from SO(3) per structure and step, :func:`draw_rotations`):
 
 * ``none``:    L = L_EF(x)
 * ``augment``: L = L_EF(R x)  (R x rotates positions, reference forces become R F*)
-* ``learned`` (TransIP objective):
+* ``learned`` (TransIP objective), two random views A = R_1 x and B = R_2 x of each structure, relative
+  rotation R = R_2 R_1^T (so B = R A):
 
-      L = 1/2 [L_EF(x) + L_EF(R x)]  +  w_A * L_align
-      L_align = 1/(N d) * sum_i || h_i(R x) - T(R_b(i), h_i(x)) ||^2
+      L = 1/2 [L_EF(A) + L_EF(B)]  +  w_A * L_align
 
-  with h = ``model.atom_features`` (d = d_model features per atom, after the final LayerNorm) and T a
-  small learned network conditioned on R (:class:`RotationTransform`): T(R, h) = h + MLP([h, vec(R)]).
-  Gradients flow through both sides: h(R x) is not a fixed target but the same encoder on a rotated
-  input, and the point of the objective is to shape the encoder so that rotating the input acts on the
-  features as a predictable (learned) map, which is what keeps the energy head's output from depending on
-  orientation. Collapse of h to a constant is excluded by the energy/force terms, which need informative
-  features; an invariant h (T = identity) is a legitimate optimum since invariant features give exact
-  symmetry. The residual form makes T start close to the identity, the invariant case. This is our
-  reading of the TransIP idea (the paper's text was not available); it is documented in docs/training.md.
+  ``align='pooled'`` (default; the paper's form, :class:`PooledAlignment`): z = mean over the structure's
+  atoms of the final per-atom features h (``model.atom_features``), z^ = its parameter-free layer norm
+  (zero mean, unit variance over the d features) and T(R, z) = z + W_2 SiLU(W_1 [z, vec R] + b_1) + b_2:
+
+      mse:      L_align = 1/(B d) sum_b || T(R_b, z^_A,b) - z^_B,b ||^2
+      infonce:  L_align = 1/B sum_b -log softmax_c( <u_b, v_c> / tau )_b,
+                u_b = T(R_b, z^_A,b) / |.|, v_c = z^_B,c / |.| (negatives: the other structures of the batch)
+
+  ``align='atoms'`` (our per-atom extension, :class:`RotationTransform`):
+
+      L_align = 1/(N d) sum_i || h_i(B) - T(R_b(i), h_i(A)) ||^2,   T(R, h) = h + MLP([h, vec R])
+
+Gradients reach the encoder through both views unless the alignment net's ``stop_gradient`` is set
+(then the target view B is detached). Why these choices: docs/training.md ("Objective").
 """
 
 from __future__ import annotations
@@ -32,26 +37,138 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import Batch
 
 MODES = ("learned", "augment", "none")
+ALIGNS = ("pooled", "atoms")
+ALIGN_LOSSES = ("mse", "infonce")
+
+
+def _two_layer(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    """Linear-SiLU-Linear with the last layer zero, so a residual map built on it starts as the identity."""
+    net = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, d_out))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
 
 
 class RotationTransform(nn.Module):
-    """T(R, h) = h + MLP([h, vec(R)]): a learned map of features of x to predicted features of R x."""
+    """Per-atom alignment: T(R, h) = h + MLP([h, vec(R)]), features of view A to predicted features of B = R A."""
 
-    def __init__(self, d_model: int, hidden: int | None = None) -> None:
+    align = "atoms"
+
+    def __init__(self, d_model: int, hidden: int | None = None, stop_gradient: bool = False) -> None:
         super().__init__()
-        hidden = hidden or 2 * d_model
-        self.net = nn.Sequential(nn.Linear(d_model + 9, hidden), nn.SiLU(), nn.Linear(hidden, d_model))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        self.net = _two_layer(d_model + 9, hidden or 2 * d_model, d_model)
+        self.stop_gradient = stop_gradient
 
     def forward(self, h: Tensor, rot: Tensor) -> Tensor:
-        """h (N, d); rot (N, 3, 3) rotation of each atom's structure."""
+        """h (N, d); rot (N, 3, 3) relative rotation of each atom's structure."""
         return h + self.net(torch.cat([h, rot.reshape(-1, 9).to(h.dtype)], dim=-1))
+
+    def loss(
+        self, feat_a: Tensor, feat_b: Tensor, rel: Tensor, batch: Batch, n_structures: int, n_atoms: int
+    ) -> Tensor:
+        """Sum over this batch's atoms of the squared error / (global atoms x d)."""
+        target = feat_b.detach() if self.stop_gradient else feat_b
+        pred = self(feat_a, rel[batch.batch])
+        return ((target - pred) ** 2).sum() / (n_atoms * feat_a.shape[-1])
+
+
+class PooledAlignment(nn.Module):
+    """The paper's alignment of pooled molecular embeddings (module docstring has the formulas).
+
+    ``loss``: 'mse' (per structure, so data-parallel shards add up exactly) or 'infonce' (contrastive over the
+    structures of the batch, temperature ``temperature``; under data parallel the negatives are the shard's).
+    """
+
+    align = "pooled"
+
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int | None = None,
+        loss: str = "mse",
+        temperature: float = 0.1,
+        stop_gradient: bool = False,
+    ) -> None:
+        super().__init__()
+        if loss not in ALIGN_LOSSES:
+            raise ValueError(f"align loss must be one of {ALIGN_LOSSES}, got {loss!r}")
+        if temperature <= 0:
+            raise ValueError(f"align temperature must be > 0, got {temperature}")
+        self.net = _two_layer(d_model + 9, hidden or 2 * d_model, d_model)
+        self.loss_form = loss
+        self.temperature = float(temperature)
+        self.stop_gradient = stop_gradient
+
+    def forward(self, z: Tensor, rot: Tensor) -> Tensor:
+        """z (B, d) normalised pooled embeddings of view A; rot (B, 3, 3) relative rotations -> predicted z^_B."""
+        return z + self.net(torch.cat([z, rot.reshape(-1, 9).to(z.dtype)], dim=-1))
+
+    def loss(
+        self, feat_a: Tensor, feat_b: Tensor, rel: Tensor, batch: Batch, n_structures: int, n_atoms: int
+    ) -> Tensor:
+        """Sum over this batch's structures of the alignment loss / global structures."""
+        za = normalised(pooled(feat_a, batch))
+        zb = normalised(pooled(feat_b, batch))
+        if self.stop_gradient:
+            zb = zb.detach()
+        pred = self(za, rel)
+        if self.loss_form == "mse":
+            return ((pred - zb) ** 2).sum() / (n_structures * za.shape[-1])
+        logits = F.normalize(pred, dim=-1) @ F.normalize(zb, dim=-1).T / self.temperature
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return F.cross_entropy(logits, target, reduction="sum") / n_structures
+
+
+def pooled(features: Tensor, batch: Batch) -> Tensor:
+    """Mean of the per-atom features over each structure's atoms: (B, d)."""
+    total = torch.zeros(batch.n_structures, features.shape[-1], dtype=features.dtype, device=features.device)
+    total = total.index_add(0, batch.batch, features)
+    return total / batch.n_atoms.to(features.dtype).unsqueeze(-1)
+
+
+def normalised(z: Tensor, eps: float = 1e-5) -> Tensor:
+    """Parameter-free layer norm over the feature axis: invariant to a common scale of the features."""
+    return F.layer_norm(z, (z.shape[-1],), eps=eps)
+
+
+def build_alignment(
+    align: str,
+    d_model: int,
+    loss: str = "mse",
+    temperature: float = 0.1,
+    stop_gradient: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """The training-only alignment network of ``--equivariance learned --align pooled|atoms``."""
+    if align == "pooled":
+        net: nn.Module = PooledAlignment(d_model, loss=loss, temperature=temperature, stop_gradient=stop_gradient)
+    elif align == "atoms":
+        if loss != "mse":
+            raise ValueError("align 'atoms' has the mse loss only")
+        net = RotationTransform(d_model, stop_gradient=stop_gradient)
+    else:
+        raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
+    return net.to(dtype)
+
+
+def alignment_from_config(cfg, d_model: int, dtype: torch.dtype) -> nn.Module | None:
+    """build_alignment from a TrainConfig (None unless ``equivariance == 'learned'``)."""
+    if cfg.equivariance != "learned":
+        return None
+    return build_alignment(
+        getattr(cfg, "align", "pooled"),
+        d_model,
+        loss=getattr(cfg, "align_loss", "mse"),
+        temperature=getattr(cfg, "align_temperature", 0.1),
+        stop_gradient=getattr(cfg, "align_stop_gradient", False),
+        dtype=dtype,
+    )
 
 
 def random_rotations(n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -70,6 +187,16 @@ def random_rotations(n: int, generator: torch.Generator, dtype: torch.dtype = to
     return rot.to(dtype)
 
 
+def draw_rotations(n: int, generator: torch.Generator, mode: str) -> Tensor:
+    """Rotations of one step: (n, 2, 3, 3) (two views) for ``learned``, else (n, 3, 3) (unused by ``none``).
+
+    ``augment`` and ``none`` draw the same numbers as before the two-view form existed.
+    """
+    if mode == "learned":
+        return random_rotations(2 * n, generator).view(n, 2, 3, 3)
+    return random_rotations(n, generator)
+
+
 @dataclass
 class Output:
     energy: Tensor  # (B,) eV float64
@@ -81,6 +208,16 @@ def model_inputs(batch: Batch, vec: Tensor) -> tuple:
     return (batch.species, batch.edge_index, vec, batch.charge, batch.spin, batch.batch, -1)
 
 
+def per_atom_energies(model: nn.Module, batch: Batch, vec: Tensor) -> tuple[Tensor, Tensor]:
+    """(per-atom energies eV float64, final features) in one pass: the same numbers as ``model(...)``."""
+    args = model_inputs(batch, vec)
+    features = model.atom_features(*args)
+    energies = model.energies_from_features(features, batch.species)
+    if hasattr(model, "prior_energies"):  # nuclear repulsion and state energy (model format 2)
+        energies = energies + model.prior_energies(*args)
+    return energies, features
+
+
 def evaluate_batch(
     model: nn.Module,
     batch: Batch,
@@ -88,15 +225,13 @@ def evaluate_batch(
     training: bool = True,
     want_features: bool = False,
 ) -> Output:
-    """Energies (B,) and forces (N, 3) of ``batch`` (rotated by ``rotations`` if given)."""
+    """Energies (B,) and forces (N, 3) of ``batch`` (rotated by ``rotations`` (B, 3, 3) if given)."""
     vec = batch.edge_vectors(rotations).detach().requires_grad_(True)
-    args = model_inputs(batch, vec)
     if want_features:
-        features = model.atom_features(*args)
-        per_atom = model.energies_from_features(features, batch.species)
+        per_atom, features = per_atom_energies(model, batch, vec)
     else:
         features = None
-        per_atom = model(*args)
+        per_atom = model(*model_inputs(batch, vec))
     energy = torch.zeros(batch.n_structures, dtype=torch.float64).index_add(0, batch.batch, per_atom)
     (grad,) = torch.autograd.grad(energy.sum(), vec, create_graph=training)
     grad = grad.to(torch.float64)
@@ -123,9 +258,21 @@ def energy_force_loss(
     return w_energy * le + w_force * lf, {"loss_energy": float(le.detach()), "loss_force": float(lf.detach())}
 
 
+def views(rotations: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+    """(rotation of view A or None for x itself, rotation of view B, relative rotation R = R_B R_A^T), float64.
+
+    ``rotations`` (B, 2, 3, 3): two random views; (B, 3, 3): views x and R x (the form before two views).
+    """
+    rot = rotations.to(torch.float64)
+    if rot.dim() == 4:
+        rot_a, rot_b = rot[:, 0], rot[:, 1]
+        return rot_a, rot_b, rot_b @ rot_a.transpose(1, 2)
+    return None, rot, rot
+
+
 def training_loss(
     model: nn.Module,
-    transform: RotationTransform | None,
+    transform: nn.Module | None,
     batch: Batch,
     mode: str,
     rotations: Tensor | None,
@@ -137,7 +284,9 @@ def training_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """The loss of one batch for equivariance ``mode`` (formulas in the module docstring).
 
-    ``rotations`` (B, 3, 3), one per structure, is needed for ``augment`` and ``learned``.
+    ``rotations``: (B, 3, 3) for ``augment``; for ``learned`` (B, 2, 3, 3) (two random views, what
+    :func:`draw_rotations` gives) or (B, 3, 3) (views x and R x). ``transform`` is the alignment network
+    (:func:`build_alignment`); its ``align`` attribute selects the pooled or per-atom form.
     ``n_structures``/``n_atoms`` are the counts of the whole (global) batch; default: this batch.
     """
     if mode not in MODES:
@@ -148,19 +297,21 @@ def training_loss(
         out = evaluate_batch(model, batch)
         return energy_force_loss(out, batch, batch.forces, w_energy, w_force, ns, na)
     if rotations is None:
-        raise ValueError(f"mode {mode!r} needs one rotation per structure")
-    rot = rotations.to(torch.float64)
+        raise ValueError(f"mode {mode!r} needs rotations for each structure")
     if mode == "augment":
+        rot = rotations.to(torch.float64)
         out = evaluate_batch(model, batch, rot)
         return energy_force_loss(out, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na)
-    out_x = evaluate_batch(model, batch, None, want_features=True)
-    out_r = evaluate_batch(model, batch, rot, want_features=True)
-    l_x, parts_x = energy_force_loss(out_x, batch, batch.forces, w_energy, w_force, ns, na)
-    l_r, parts_r = energy_force_loss(out_r, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na)
-    pred = transform(out_x.features, rot[batch.batch])
-    d = out_x.features.shape[-1]
-    align = ((out_r.features - pred) ** 2).sum() / (na * d)
-    loss = 0.5 * (l_x + l_r) + w_align * align
-    parts = {k: 0.5 * (parts_x[k] + parts_r[k]) for k in parts_x}
+    if transform is None:
+        raise ValueError("mode 'learned' needs the alignment network (build_alignment)")
+    rot_a, rot_b, rel = views(rotations)
+    out_a = evaluate_batch(model, batch, rot_a, want_features=True)
+    out_b = evaluate_batch(model, batch, rot_b, want_features=True)
+    ref_a = batch.forces if rot_a is None else batch.rotated_forces(rot_a)
+    l_a, parts_a = energy_force_loss(out_a, batch, ref_a, w_energy, w_force, ns, na)
+    l_b, parts_b = energy_force_loss(out_b, batch, batch.rotated_forces(rot_b), w_energy, w_force, ns, na)
+    align = transform.loss(out_a.features, out_b.features, rel, batch, ns, na)
+    loss = 0.5 * (l_a + l_b) + w_align * align
+    parts = {k: 0.5 * (parts_a[k] + parts_b[k]) for k in parts_a}
     parts["loss_align"] = float(align.detach())
     return loss, parts
