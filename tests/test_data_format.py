@@ -14,6 +14,7 @@ from transip_md.train.data import (
     split,
     write_compact,
 )
+from transip_md.train.heldout import partition
 
 
 def _part(numbers, n_frames, rng, states=((0, 1),)):
@@ -60,6 +61,8 @@ def test_roundtrip_preserves_frames_states_geometry_ids_and_split(compact):
     assert {f.mol_id for f in frames} == {"a", "b", "c"} and frames[0].sampler == "thermal"
     train, held = heldout_split(frames)
     assert held == [4, 5, 6] and train == [0, 1, 2, 3, 7, 8]
+    tr3, va3, held3 = partition(frames, 0.4, seed=0)  # the trainer's three sides keep that held-out side
+    assert held3 == held and sorted(tr3 + va3) == train and va3
     tr, va = split(frames, 0.3, seed=0)  # the generic split still groups by molecule
     assert not {frames[i].mol_id for i in tr} & {frames[i].mol_id for i in va}
 

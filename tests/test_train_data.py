@@ -107,6 +107,17 @@ def test_split_by_molecule_and_batches(tmp_path):
     assert 0 < bl.edge_index.shape[1] < b.edge_index.shape[1]
 
 
+def test_periodic_frame_cannot_train_a_global_model(tmp_path):
+    atoms = _mol(0)[0]
+    atoms.cell = np.eye(3) * 6.0
+    atoms.pbc = True
+    write(tmp_path / "box.extxyz", atoms, format="extxyz")
+    frames, _ = read_frames(tmp_path / "box.extxyz")
+    assert TopologyCache(frames, 2.0)(0).src.shape[0] > 0  # a local model takes it
+    with pytest.raises(DataError, match=r"box\.extxyz: frame 0: a global .all-pairs. model cannot run a periodic"):
+        TopologyCache(frames, None)(0)
+
+
 def test_reference_energy_fit_is_exact_for_additive_energies(tmp_path):
     refs = {1: -13.6, 6: -1030.0, 8: -2040.0}
     states = [(0, 1), (1, 2), (-1, 2), (0, 3)]

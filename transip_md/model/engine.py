@@ -7,6 +7,8 @@ one call of a model's ``energy_and_gradient``. Each rule lives here once:
 * :func:`forces_from_edge_gradient` and :func:`virial_from_edge_gradient` turn dE/d(r_ij) into atom forces
   (eV/Å) and the virial (eV); both are TorchScript-compatible (the OpenMM TorchForce module calls them);
 * :func:`require_local` refuses a global (all-pairs) model where it cannot run (periodic cells, LAMMPS);
+* :func:`edge_topology` chooses the edges a model needs (all pairs for a global model, pairs within the
+  cutoff for a local one; refuses a global model on a periodic cell), for the evaluator and the trainer;
 * :func:`electron_parity_ok` (vectorised), :func:`electron_parity_error`, :func:`check_electron_parity`: total
   charge and spin multiplicity must fit the electron count. The C++ plugin's copy of the message is generated
   from :data:`PARITY_MESSAGE` (``plugins/lammps/gen_contract.py``).
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..validation import InputError
+from .graph import EdgeTopology, all_pairs, cutoff_pairs
 
 #: TorchScript's profiling executor re-optimises for every new neighbour-count shape, and its optimised
 #: graphs ran slower than the plain interpreter for this model (bench/results/moved_from_docstrings.md), so
@@ -53,6 +56,20 @@ def require_local(cutoff: Optional[float], where: str, source: str = "") -> None
     if cutoff is None:
         prefix = f"{source}: " if source else ""
         raise GlobalModelError(prefix + GLOBAL_MODEL_MESSAGES[where])
+
+
+def edge_topology(
+    cutoff: Optional[float], positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, source: str = ""
+) -> EdgeTopology:
+    """The edges of one structure (positions, cell Å) for a model with ``cutoff`` Å (None: global, all pairs).
+
+    A periodic structure (any ``pbc``) needs a local model (:func:`require_local`; ``source`` names the input).
+    """
+    if np.any(pbc):
+        require_local(cutoff, "periodic", source)
+    if cutoff is None:
+        return all_pairs(len(positions))
+    return cutoff_pairs(positions, cell, pbc, cutoff)
 
 
 def electron_parity_ok(z_sum, charge, multiplicity):

@@ -16,12 +16,12 @@ from ..validation import check_coordinates, check_overlaps
 from .compiled import CompiledModel
 from .engine import (
     call_energy_and_gradient,
+    edge_topology,
     forces_from_edge_gradient,
     model_inputs,
-    require_local,
     virial_from_edge_gradient,
 )
-from .graph import EdgeTopology, all_pairs, cutoff_pairs, edge_index, edge_vectors
+from .graph import EdgeTopology, edge_index, edge_vectors
 from .transip import TransIP
 
 #: Centres per chunk for local models at inference (exact by strict locality; bounds memory).
@@ -50,12 +50,7 @@ def _module(model: CompiledModel | TransIP) -> torch.nn.Module:
 
 def topology(model: CompiledModel | TransIP, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> EdgeTopology:
     """Edges the model needs: all pairs (global mode) or pairs within the cutoff (local mode)."""
-    cutoff = model_cutoff(model)
-    if np.any(pbc):
-        require_local(cutoff, "periodic")
-    if cutoff is None:
-        return all_pairs(len(positions))
-    return cutoff_pairs(positions, cell, pbc, cutoff)
+    return edge_topology(model_cutoff(model), positions, cell, pbc)
 
 
 def predict(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model.graph import all_pairs, cutoff_pairs
+from ..model.engine import GlobalModelError, edge_topology, electron_parity_ok
 
 EXTXYZ_SUFFIXES = (".extxyz", ".xyz", ".extxyz.gz", ".xyz.gz")
 DB_SUFFIXES = (".db", ".aselmdb", ".json")
@@ -70,6 +70,14 @@ class ReadReport:
         if len(self.problems) < 50:
             self.problems.append(msg)
 
+    def skip(self, msg: str, whole_file: bool = False) -> None:
+        """Count one skipped frame (or file, ``whole_file``) and keep its message."""
+        if whole_file:
+            self.skipped_files += 1
+        else:
+            self.skipped_frames += 1
+        self.add_problem(msg)
+
 
 # ---------------------------------------------------------------------------------------------- reading
 def _first(mappings: Iterable[Any], keys: Sequence[str]) -> Any:
@@ -108,8 +116,9 @@ def _frame_from_atoms(atoms, extra: Sequence[dict], where: str, elements: set[in
             raise DataError(f"{where}: unknown element {symbol(bad[0])} (allowed: {sorted(elements)})")
     q = int(round(float(charge))) if charge is not None else 0
     m = int(round(float(spin))) if spin is not None else 1
-    n_el = int(numbers.sum()) - q
-    if m < 1 or n_el < m - 1 or (n_el - m + 1) % 2:
+    z_sum = int(numbers.sum())
+    n_el = z_sum - q
+    if not electron_parity_ok(z_sum, q, m):
         raise DataError(f"{where}: impossible charge {q} / multiplicity {m} for {n_el} electrons")
     pos = np.asarray(atoms.positions, dtype=np.float64)
     if not np.isfinite(pos).all() or not np.isfinite(forces).all() or not np.isfinite(float(energy)):
@@ -194,8 +203,7 @@ def read_frames(
                     except DataError as exc:
                         if not skip_bad:
                             raise
-                        report.skipped_frames += 1
-                        report.add_problem(str(exc))
+                        report.skip(str(exc))
                         continue
                     frames.append(frame)
                     report.frames += 1
@@ -205,8 +213,7 @@ def read_frames(
                 msg = f"{f}: cannot be read (at frame {index + 1}): {type(exc).__name__}: {exc}"
                 if not skip_bad:
                     raise DataError(msg) from exc
-                report.skipped_files += 1
-                report.add_problem(msg)
+                report.skip(msg, whole_file=True)
     return frames, report
 
 
@@ -336,12 +343,10 @@ class TopologyCache:
         topo = self._cache.get(i)
         if topo is None:
             f = self.frames[i]
-            if self.cutoff is None:
-                if f.pbc.any():
-                    raise DataError(f"{f.source}: periodic frame cannot train a global (all-pairs) model")
-                topo = all_pairs(f.n_atoms)
-            else:
-                topo = cutoff_pairs(f.positions, f.cell, f.pbc, self.cutoff)
+            try:
+                topo = edge_topology(self.cutoff, f.positions, f.cell, f.pbc, f.source)
+            except GlobalModelError as exc:  # a periodic frame for a global model: a data error (CLI exit 2)
+                raise DataError(str(exc)) from exc
             self._cache[i] = topo
         return topo
 
@@ -506,8 +511,7 @@ def _read_compact_into(
     except DataError as exc:
         if not skip_bad:
             raise
-        report.skipped_files += 1
-        report.add_problem(str(exc))
+        report.skip(str(exc), whole_file=True)
         return
     mol_start = np.concatenate([[0], np.cumsum(a["mol_natoms"])])
     natoms = a["mol_natoms"][a["frame_mol"]]
@@ -522,8 +526,7 @@ def _read_compact_into(
         if i in bad:
             if not skip_bad:
                 raise DataError(f"{path}: frame {i}: {bad[i]}")
-            report.skipped_frames += 1
-            report.add_problem(f"{path}: frame {i}: {bad[i]}")
+            report.skip(f"{path}: frame {i}: {bad[i]}")
             continue
         k = int(a["frame_mol"][i])
         frames.append(
@@ -549,9 +552,11 @@ def _bad_compact_frames(a, numbers_of, allowed, pos, frc, start) -> dict[int, st
     from ..validation import symbol
 
     bad: dict[int, str] = {}
-    n_el = np.array([int(n.sum()) for n in numbers_of])[a["frame_mol"]] - a["charge"].astype(np.int64)
+    z_sum = np.array([int(n.sum()) for n in numbers_of], dtype=np.int64)[a["frame_mol"]]
+    charge = a["charge"].astype(np.int64)
     m = a["spin"].astype(np.int64)
-    wrong = (m < 1) | (n_el < m - 1) | ((n_el - m + 1) % 2 != 0)
+    n_el = z_sum - charge
+    wrong = ~electron_parity_ok(z_sum, charge, m)
     for i in np.flatnonzero(wrong):
         bad[int(i)] = f"impossible charge {a['charge'][i]} / multiplicity {m[i]} for {n_el[i]} electrons"
     finite_atoms = np.isfinite(pos).all(axis=1) & np.isfinite(frc).all(axis=1)
@@ -574,6 +579,8 @@ def heldout_split(frames: Sequence[Frame]) -> tuple[list[int], list[int]]:
     The held-out molecules were chosen when the set was built (about 10% of molecules, every element
     represented); all frames of a molecule are on one side. Frames read from other formats are train.
     """
-    train = [i for i, f in enumerate(frames) if not f.heldout]
-    held = [i for i, f in enumerate(frames) if f.heldout]
+    train: list[int] = []
+    held: list[int] = []
+    for i, f in enumerate(frames):
+        (held if f.heldout else train).append(i)
     return train, held

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic_io import atomic_write
+from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 from .molecules import DEFAULT_ELEMENTS, Molecule, select_molecules
 from .sampling import SamplingError, compress_pair, embed, scale_bond, thermal_md
@@ -76,10 +77,8 @@ class LabelError(RuntimeError):
 
 
 def parity_ok(numbers: np.ndarray, charge: int, multiplicity: int) -> bool:
-    """True if ``charge`` and ``multiplicity`` are possible for these atoms (electron parity)."""
-    n_el = int(np.sum(numbers)) - charge
-    unpaired = multiplicity - 1
-    return multiplicity >= 1 and n_el >= unpaired and (n_el - unpaired) % 2 == 0
+    """True if ``charge`` (e) and ``multiplicity`` are possible for these atoms (the engine's electron-parity rule)."""
+    return bool(electron_parity_ok(int(np.sum(numbers)), charge, multiplicity))
 
 
 class Labeller:

@@ -20,13 +20,15 @@ import inspect
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..atomic_io import atomic_write
+from ..model.engine import electron_parity_ok
 
 #: (charge, multiplicity) states: neutral singlet, radical cation, radical anion, triplet.
 DEFAULT_STATES: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (-1, 2), (0, 3))
@@ -134,9 +136,8 @@ def make_calculator(cfg: LabelConfig, charge: int, multiplicity: int):
 
 
 def parity_ok(numbers: np.ndarray, charge: int, multiplicity: int) -> bool:
-    n_el = int(np.sum(numbers)) - charge
-    unpaired = multiplicity - 1
-    return n_el >= unpaired and (n_el - unpaired) % 2 == 0
+    """True if ``charge`` (e) and ``multiplicity`` are possible for these atoms (the engine's electron-parity rule)."""
+    return bool(electron_parity_ok(int(np.sum(numbers)), charge, multiplicity))
 
 
 def _min_distance(pos: np.ndarray) -> float:
@@ -207,15 +208,9 @@ def label_molecule(mol_id: str, smiles: str, index: int, cfg: LabelConfig) -> tu
 def _write_part(path: Path, frames: list) -> None:
     from ase.io import write
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:  # an empty file marks a molecule that gave no frames
         if frames:
             write(tmp, frames, format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _worker(task: tuple[str, str, int, LabelConfig, str]) -> tuple[str, dict[str, int]]:
@@ -233,21 +228,13 @@ def gather(parts_dir: Path, mol_ids: Sequence[str], output: Path) -> int:
         if part.exists():
             buf.write(part.read_bytes())
     data = buf.getvalue()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name, suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+    with atomic_write(output) as tmp:
         if output.name.endswith(".gz"):
             # mtime=0 makes the file reproducible byte-for-byte.
             with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
                 gz.write(data)
         else:
-            Path(tmp).write_bytes(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            tmp.write_bytes(data)
     return data.count(b"Properties=")
 
 

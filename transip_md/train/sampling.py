@@ -159,13 +159,18 @@ def _graph(mol) -> tuple[np.ndarray, list[tuple[int, int]]]:
     return Chem.GetDistanceMatrix(mol), bonds
 
 
-def min_contact_ratio(numbers: np.ndarray, pos: np.ndarray) -> float:
-    """Smallest distance / (sum of covalent radii) over all pairs (the shortest contact, relative)."""
+def _contact_ratios(numbers: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """(N, N) distance / (sum of covalent radii) of every pair; inf on the diagonal."""
     rc = covalent_radii(numbers)
     d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
     ratio = d / (rc[:, None] + rc[None])
     ratio[np.diag_indices(len(pos))] = np.inf
-    return float(ratio.min())
+    return ratio
+
+
+def min_contact_ratio(numbers: np.ndarray, pos: np.ndarray) -> float:
+    """Smallest distance / (sum of covalent radii) over all pairs (the shortest contact, relative)."""
+    return float(_contact_ratios(numbers, pos).min())
 
 
 @dataclass
@@ -227,10 +232,8 @@ def compress_pair(
 
 
 def _min_other_ratio(numbers: np.ndarray, pos: np.ndarray, pair: tuple[int, int]) -> float:
-    rc = covalent_radii(numbers)
-    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-    ratio = d / (rc[:, None] + rc[None])
-    ratio[np.diag_indices(len(pos))] = np.inf
+    """:func:`min_contact_ratio` over every pair but ``pair``."""
+    ratio = _contact_ratios(numbers, pos)
     ratio[pair[0], pair[1]] = ratio[pair[1], pair[0]] = np.inf
     return float(ratio.min())
 
