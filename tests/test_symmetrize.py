@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,84 @@ def test_bad_arguments():
         group_rotations("cubic")
     with pytest.raises(ValueError, match="shape"):
         SymmetrizedTransIP(make_model(None), torch.zeros(3, 3))
+
+
+def test_export_symmetrize_through_the_cli(tmp_path, capsys, local_model_path):
+    """`transip-md export --symmetrize GROUP MODEL -o OUT` writes symmetrize(...)'s model: same energy and forces,
+    invariant under a rotation of the frame group C^T G C."""
+    from transip_md.cli import main
+
+    out = tmp_path / "sym.pt"
+    argv = ["export", "--symmetrize", "octahedral", "--symmetrize-seed", "5", str(local_model_path), "-o", str(out)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["wrote"] == str(out)
+    loaded = load_compiled(out)
+    assert loaded.metadata["symmetrize"] == {"group": "octahedral", "frames": 24, "seed": 5}
+    atoms = ethanol()
+    a = predict(loaded, atoms.numbers, atoms.positions)
+    b = predict(symmetrize(load_compiled(local_model_path), "octahedral", seed=5), atoms.numbers, atoms.positions)
+    assert abs(a.energy - b.energy) < 1e-9
+    np.testing.assert_allclose(a.forces, b.forces, rtol=0, atol=1e-9)
+    c = (group_rotations("octahedral")[0].T @ frame_rotations("octahedral", seed=5)[0]).numpy()  # R_0 = g_0 C
+    q = c.T @ group_rotations("octahedral")[7].numpy() @ c
+    assert np.abs(q - np.eye(3)).max() > 0.1  # a real rotation, not the identity
+    moved = _rotate(atoms, q)
+    assert abs(predict(loaded, moved.numbers, moved.positions).energy - a.energy) < 1e-9
+
+
+def test_export_symmetrize_cli_seed_none_and_user_errors(tmp_path, capsys, local_model_path):
+    from transip_md.cli import main
+
+    out = tmp_path / "axis.pt"
+    argv = ["export", "--symmetrize", "tetrahedral", "--symmetrize-seed", "none", str(local_model_path), "-o", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert load_compiled(out).metadata["symmetrize"] == {"group": "tetrahedral", "frames": 12, "seed": None}
+    errors = [
+        (["--symmetrize", "octahedral", str(local_model_path)], "-o"),  # no output
+        (["--symmetrize", "octahedral", "-o", str(tmp_path / "x.pt")], "model file to symmetrise"),
+        (["--symmetrize", "octahedral", str(out), "-o", str(tmp_path / "x.pt")], "already symmetrised"),
+        (["--symmetrize", "octahedral", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.pt")], "not found"),
+        (["--random", "--symmetrize-seed", "3", str(tmp_path / "x.pt")], "--symmetrize-seed"),
+        (["--recompile", str(local_model_path), "--symmetrize", "octahedral", "-o", str(tmp_path / "x.pt")], "one"),
+    ]
+    for args, needle in errors:
+        with pytest.raises(SystemExit) as exc:
+            main(["export", *args])
+        assert exc.value.code != 0
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_symmetrised_file_cannot_be_rebuilt_as_an_eager_model(tmp_path, local_model_path):
+    """recompile / eager_model / torch_compiled refuse a symmetrised file clearly, naming it."""
+    from transip_md.model import ModelFileError, eager_model, recompile
+    from transip_md.model.accelerate import torch_compiled
+
+    out = export_symmetrized(load_compiled(local_model_path), tmp_path / "sym.pt", "tetrahedral", seed=0)
+    loaded = load_compiled(out)
+    for rebuild in (
+        lambda: eager_model(loaded),
+        lambda: torch_compiled(loaded),
+        lambda: recompile(out, tmp_path / "r"),
+    ):
+        with pytest.raises(ModelFileError, match="symmetrised wrapper") as exc:
+            rebuild()
+        assert str(out) in str(exc.value) and "base model" in str(exc.value)
+    assert not (tmp_path / "r").exists()
+    eager_model(load_compiled(local_model_path))  # the base file still rebuilds
+
+
+def test_written_model_files_get_the_usual_permissions(tmp_path, local_model_path):
+    """export and export_symmetrized rely on atomic_write for the permissions (not mkstemp's 0600)."""
+    import os
+
+    from transip_md.model import export
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    usual = os.stat(plain).st_mode & 0o777
+    base = export(make_model(4.0), tmp_path / "sub" / "base.pt")
+    sym = export_symmetrized(load_compiled(base), tmp_path / "new" / "dir" / "sym.pt", "tetrahedral")
+    for path in (base, sym):
+        assert os.stat(path).st_mode & 0o777 == usual

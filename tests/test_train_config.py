@@ -175,3 +175,27 @@ def test_max_val_frames_fixes_the_validation_set(tmp_path):
         assert selection(max_frames=size, max_val_frames=0)[1] == held_out
     with pytest.raises(ValueError, match="max_val_frames"):
         TrainConfig(max_val_frames=-1).check()
+
+
+def test_resume_of_a_run_stored_before_align_existed_keeps_per_atom_alignment(tmp_path):
+    """An old learned run's config.json has no ``align`` key: it resumes as align='atoms' (the only form then),
+    not today's default 'pooled'; a stored ``align`` is kept; changing it on resume is refused."""
+    from transip_md.train.config import ConfigError, resume_config
+
+    assert TrainConfig().align == "pooled"  # the new default, which an old run must not silently switch to
+    parse = build_parser().parse_args
+    for stored_align, expected in ((None, "atoms"), ("pooled", "pooled"), ("atoms", "atoms")):
+        run = tmp_path / f"run_{stored_align}"
+        run.mkdir()
+        stored = TrainConfig(data=["d.extxyz"], equivariance="learned", epochs=2).to_dict()
+        if stored_align is None:
+            for key in ("align", "align_loss", "align_temperature", "align_stop_gradient"):
+                del stored[key]
+        else:
+            stored["align"] = stored_align
+        (run / "config.json").write_text(json.dumps(stored))
+        assert resume_config(run)["align"] == expected
+        cfg = build_train_config(parse(["train", "--resume", str(run), "--epochs", "3"]))
+        assert (cfg.align, cfg.align_loss, cfg.epochs) == (expected, "mse", 3)
+    with pytest.raises(ConfigError, match="align"):
+        build_train_config(parse(["train", "--resume", str(tmp_path / "run_None"), "--set", "align=pooled"]))

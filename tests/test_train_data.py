@@ -139,3 +139,35 @@ def test_reference_energy_fit_is_exact_for_additive_energies(tmp_path):
     for state, energy in state_energy.items():
         assert abs(state_features(*state) @ fit.state_weights - energy) < 1e-6, state
     assert fit.force_rms == 0.0
+
+
+def test_gz_legacy_set_reads_the_same_frames_as_its_plain_text(tmp_path):
+    """The .gz reader (decompressed in memory) gives the frames ase.io reads from the same text uncompressed:
+    count, order, energies, forces, positions, charge/spin; errors in a .gz still name the file and frame."""
+    from transip_md.data import legacy_dataset_path
+
+    gz_path = legacy_dataset_path()
+    plain = tmp_path / "legacy.extxyz"
+    with gzip.open(gz_path, "rb") as fh:
+        plain.write_bytes(fh.read())
+    from_gz, report = read_frames(gz_path)
+    from_plain, _ = read_frames(plain)
+    assert report.frames == len(from_gz) == len(from_plain) > 1000
+    for i in (0, len(from_gz) // 2, len(from_gz) - 1):  # first, middle, last
+        a, b = from_gz[i], from_plain[i]
+        assert a.energy == b.energy and (a.charge, a.spin, a.mol_id) == (b.charge, b.spin, b.mol_id)
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.forces, b.forces)
+    assert [f.energy for f in from_gz] == [f.energy for f in from_plain]
+    # errors name the .gz file and the frame
+    bad = tmp_path / "mixed.extxyz.gz"
+    text = tmp_path / "mixed.extxyz"
+    write(text, [_mol(0)[0], _mol(9, forces=False)[0]], format="extxyz")
+    bad.write_bytes(gzip.compress(text.read_bytes()))
+    with pytest.raises(DataError, match=r"mixed\.extxyz\.gz: frame 1: frame has no forces"):
+        read_frames(bad)
+    truncated = tmp_path / "cut.extxyz.gz"
+    truncated.write_bytes(gzip.compress(text.read_bytes())[:-20])
+    with pytest.raises(DataError, match=r"cut\.extxyz\.gz: cannot be read"):
+        read_frames(truncated)

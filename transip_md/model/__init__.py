@@ -4,6 +4,7 @@ from .compiled import CompiledModel, build_metadata, eager_model, export, load_c
 from .config import TransIPConfig
 from .contract import FORMAT_VERSION, ModelFileError
 from .evaluate import Prediction, predict
+from .symmetrize import export_symmetrized
 from .symmetry import symmetry_error
 from .transip import TransIP
 
@@ -17,6 +18,7 @@ __all__ = [
     "build_metadata",
     "eager_model",
     "export",
+    "export_symmetrized",
     "load_compiled",
     "predict",
     "random_model",

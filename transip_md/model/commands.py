@@ -3,6 +3,7 @@
 Sources that live in higher layers add themselves with :func:`add_export_source` (the training layer
 ``--checkpoint``, the LAMMPS layer ``--lammps-mliap``), so this layer imports neither of them.
 Exactly one source per call; a random-model option given with another source is an error.
+``--symmetrize GROUP MODEL -o OUTPUT`` (this layer) reads the positional MODEL and writes -o OUTPUT.
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ RANDOM_DEFAULTS = {
     "attention": "math",
 }
 ARCHITECTURE_RULE = "d-model divisible by heads; head dimension d-model/heads >= 6 x rotary frequencies (2): >= 12"
+#: Rotation groups of --symmetrize (transip_md.model.symmetrize.GROUP_ORDERS; not imported: it pulls in torch).
+SYMMETRIZE_GROUPS = ("tetrahedral", "octahedral", "icosahedral")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="write a compiled model file (TorchScript + metadata)",
-        description="Write a compiled model file from exactly one source: --random, --recompile, or one "
-        "added by another layer (--checkpoint, --lammps-mliap).",
+        description="Write a compiled model file from exactly one source: --random, --recompile, "
+        "--symmetrize GROUP MODEL -o OUTPUT, or one added by another layer (--checkpoint, --lammps-mliap).",
     )
-    p.add_argument("output", nargs="?", help="model file to write (.pt)")
+    p.add_argument("output", nargs="?", help="model file to write (.pt); with --symmetrize: the model file to read")
     p.add_argument("-o", dest="output_opt", metavar="OUTPUT", help="output file (same as the positional argument)")
     p.add_argument("--random", action="store_true", help="random weights (smoke tests and benchmarks only)")
     p.add_argument(
@@ -53,6 +56,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run, export_sources={"random": ("--random", _write_random)}, export_options={})
     p.get_default("export_sources")["recompile"] = ("--recompile", _write_recompiled)
+    _register_symmetrize(p)
+
+
+def _symmetrize_seed(text: str) -> int | str:
+    """--symmetrize-seed: an integer, or 'none' (axis-aligned group)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from exc
+
+
+def _register_symmetrize(p: argparse.ArgumentParser) -> None:
+    """``export --symmetrize GROUP [--symmetrize-seed N|none] MODEL -o OUTPUT``."""
+    p.add_argument(
+        "--symmetrize",
+        choices=SYMMETRIZE_GROUPS,
+        help="average the model file given as the positional argument over the rotations of GROUP "
+        "(12, 24 or 60 model evaluations per call); write it to -o OUTPUT",
+    )
+    p.add_argument(
+        "--symmetrize-seed",
+        type=_symmetrize_seed,
+        metavar="N|none",
+        help="--symmetrize: seed of the fixed random rotation C turning the group off the axes; "
+        "'none' keeps it axis-aligned (default: 0)",
+    )
+    p.get_default("export_sources")["symmetrize"] = ("--symmetrize", _write_symmetrized)
+    p.get_default("export_options")["symmetrize_seed"] = "symmetrize"
 
 
 def add_export_source(
@@ -102,10 +135,35 @@ def _source(args: argparse.Namespace) -> tuple[str, str, ExportWriter]:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = _output(args)
-    _, _, writer = _source(args)
+    dest, _, writer = _source(args)
+    output = _symmetrize_output(args) if dest == "symmetrize" else _output(args)
     print(writer(args, output))
     return 0
+
+
+def _symmetrize_output(args: argparse.Namespace) -> str:
+    """--symmetrize takes its input MODEL as the positional argument, so the output must come with -o."""
+    if not args.output:
+        raise SystemExit("transip-md export: --symmetrize GROUP MODEL -o OUTPUT: give the model file to symmetrise")
+    if not args.output_opt:
+        raise SystemExit(f"transip-md export: --symmetrize: give the output file with -o (input: {args.output})")
+    if args.output_opt == args.output:
+        raise SystemExit(f"transip-md export: --symmetrize: the output -o {args.output_opt} is the input model")
+    return args.output_opt
+
+
+def _write_symmetrized(args: argparse.Namespace, output: str) -> str:
+    from .compiled import load_compiled
+    from .symmetrize import export_symmetrized
+
+    seed = args.symmetrize_seed
+    seed = 0 if seed is None else (None if seed == "none" else int(seed))
+    compiled = load_compiled(args.output)  # a ModelFileError is reported by the CLI as a user error
+    try:
+        export_symmetrized(compiled, output, args.symmetrize, seed)
+    except ValueError as exc:  # an already symmetrised input
+        raise SystemExit(f"transip-md export: {exc}") from exc
+    return json.dumps({"wrote": output, "symmetrize": args.symmetrize, "seed": seed, "from": args.output})
 
 
 def _write_recompiled(args: argparse.Namespace, output: str) -> str:

@@ -50,7 +50,6 @@ def export(model: TransIP, path: str | os.PathLike, metadata: dict[str, Any] | N
     model = model.eval()
     scripted = torch.jit.script(model)
     with atomic_write(path) as tmp:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
         torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     return path
 
@@ -148,7 +147,9 @@ def eager_model(compiled: CompiledModel) -> TransIP:
 
     Used to recompile a file with this version's code (``transip-md export --recompile``) and for
     ``torch.compile`` (which cannot compile TorchScript). Strict: every tensor must match.
+    A symmetrised file (metadata key ``symmetrize``) is a wrapper, not a TransIP: refused with a clear error.
     """
+    refuse_symmetrized(compiled)
     model = TransIP(compiled.config)
     state = {k: v.detach().clone() for k, v in compiled.module.state_dict().items()}
     try:
@@ -159,6 +160,19 @@ def eager_model(compiled: CompiledModel) -> TransIP:
     kernels = {bool(getattr(blocks, str(i)).use_sdpa) for i in range(len(model.blocks))}
     model.set_attention_kernel("sdpa" if kernels == {True} else "math")
     return model.to(compiled.device).eval()
+
+
+def refuse_symmetrized(compiled: CompiledModel) -> None:
+    """Raise :class:`ModelFileError` if ``compiled`` is a symmetrised wrapper (no eager TransIP behind it)."""
+    sym = compiled.metadata.get("symmetrize")
+    if sym is None:
+        return
+    detail = f"{sym.get('group')}, {sym.get('frames')} frames" if isinstance(sym, dict) else str(sym)
+    raise ModelFileError(
+        f"{compiled.path}: is a symmetrised wrapper ({detail}) around a base model, not a plain TransIP; it cannot "
+        "be rebuilt as an eager model (--recompile, torch.compile): use the base model file instead (export or "
+        "recompile the base model, then symmetrise it again with `transip-md export --symmetrize`)"
+    )
 
 
 def recompile(source: str | os.PathLike, output: str | os.PathLike) -> Path:

@@ -11,6 +11,12 @@ Metadata keys (``transip_metadata.json`` inside the file's ``_extra_files``):
   reference_energies {atomic number: eV} per-element reference energies added to each atom
   config             the TransIPConfig the network was built from
   provenance         free-form (data set hash, training config, transip-md version, date)
+  symmetrize         optional; only in a symmetrised file (transip_md.model.symmetrize, `transip-md export
+                     --symmetrize`): {"group": "tetrahedral"|"octahedral"|"icosahedral", "frames": K rotations,
+                     "seed": int or null (null: axis-aligned group)}. The TorchScript module is then a wrapper
+                     averaging the base model over K rotated frames (K evaluations per call), with the same
+                     methods; the other keys are the base model's. Such a file cannot be rebuilt as an eager
+                     TransIP (recompile, torch.compile: ModelFileError) or symmetrised again.
 
 The TorchScript methods engines call (all lengths Å, energies eV, float64 out):
   energy_and_gradient(species, edge_index, edge_vec, charge, spin, batch, n_centers=-1, chunk_size=0,

@@ -201,9 +201,7 @@ def export_symmetrized(model: Any, output: str | os.PathLike, group: str = "octa
     """Write the symmetrised model as a model file (same format; metadata key ``symmetrize``). Atomic write."""
     wrapped = symmetrize(model, group, seed)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(output) as tmp:
         torch.jit.save(wrapped.module, str(tmp), _extra_files={METADATA_FILE: json.dumps(wrapped.metadata, indent=1)})
-        os.chmod(tmp, 0o644)  # a model file is meant to be shared (mkstemp creates 0600)
     log.info("wrote %s (%s, %d frames)", output, group, wrapped.metadata["symmetrize"]["frames"])
     return output

@@ -33,6 +33,10 @@ RESUMABLE_KEYS = frozenset(
     | {"threads", "deterministic"}
 )
 
+#: Keys added after runs were already stored, with the value an older config.json (without the key) meant:
+#: before ``align`` existed, the learned alignment compared per-atom features ('atoms'), not today's 'pooled'.
+LEGACY_DEFAULTS = {"align": "atoms"}
+
 
 class ConfigError(ValueError):
     """A training configuration that cannot be used; the message names the key or flag."""
@@ -192,7 +196,10 @@ def run_folder(resume: str | os.PathLike) -> Path:
 
 
 def resume_config(resume: str | os.PathLike) -> dict[str, Any]:
-    """The configuration a resumed run starts from: the run's ``config.json`` (written before its first epoch)."""
+    """The configuration a resumed run starts from: the run's ``config.json`` (written before its first epoch).
+
+    A key the stored file lacks because it was added later takes its :data:`LEGACY_DEFAULTS` value.
+    """
     path = Path(resume)
     if not path.exists():
         raise ConfigError(f"{path}: --resume: no such run folder or checkpoint")
@@ -205,6 +212,8 @@ def resume_config(resume: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{config}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{config}: the config must be a mapping")
+    for key, value in LEGACY_DEFAULTS.items():
+        data.setdefault(key, value)  # an older run resumes as what it trained, not as today's default
     return data
 
 

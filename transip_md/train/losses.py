@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..model.engine import forces_from_edge_gradient
 from .data import Batch
 
 MODES = ("learned", "augment", "none")
@@ -204,13 +205,14 @@ class Output:
     features: Tensor | None = None  # (N, d)
 
 
-def model_inputs(batch: Batch, vec: Tensor) -> tuple:
+def batch_inputs(batch: Batch, vec: Tensor) -> tuple:
+    """The model's positional arguments for ``batch`` with edge vectors ``vec`` (Å)."""
     return (batch.species, batch.edge_index, vec, batch.charge, batch.spin, batch.batch, -1)
 
 
 def per_atom_energies(model: nn.Module, batch: Batch, vec: Tensor) -> tuple[Tensor, Tensor]:
     """(per-atom energies eV float64, final features) in one pass: the same numbers as ``model(...)``."""
-    args = model_inputs(batch, vec)
+    args = batch_inputs(batch, vec)
     features = model.atom_features(*args)
     energies = model.energies_from_features(features, batch.species)
     if hasattr(model, "prior_energies"):  # nuclear repulsion and state energy (model format 2)
@@ -231,13 +233,11 @@ def evaluate_batch(
         per_atom, features = per_atom_energies(model, batch, vec)
     else:
         features = None
-        per_atom = model(*model_inputs(batch, vec))
+        per_atom = model(*batch_inputs(batch, vec))
     energy = torch.zeros(batch.n_structures, dtype=torch.float64).index_add(0, batch.batch, per_atom)
     (grad,) = torch.autograd.grad(energy.sum(), vec, create_graph=training)
     grad = grad.to(torch.float64)
-    n = batch.species.shape[0]
-    forces = torch.zeros(n, 3, dtype=torch.float64).index_add(0, batch.edge_index[0], grad)
-    forces = forces.index_add(0, batch.edge_index[1], -grad)
+    forces = forces_from_edge_gradient(grad, batch.edge_index, batch.species.shape[0])  # out of place: keeps the graph
     return Output(energy, forces, features)
 
 
