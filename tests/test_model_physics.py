@@ -160,7 +160,9 @@ def test_centre_only_last_block_equals_full_block():
     vec = edge_vectors(torch.tensor(atoms.positions), torch.tensor(np.asarray(atoms.cell)), topo)
     elem = model.z_to_index[torch.tensor(atoms.numbers)]
     tok, pos, logw = model._local_sequences(elem, edge_index(topo), vec, len(atoms))
-    cond = model._condition(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([float(len(atoms))]), torch.float64)[torch.zeros(len(atoms), dtype=int)]
+    natoms = torch.tensor([float(len(atoms))])
+    cond = model._condition(torch.tensor([1.0]), torch.tensor([2.0]), natoms, torch.float64)
+    cond = cond[torch.zeros(len(atoms), dtype=int)]
     full = model._encode(tok, pos, logw, cond, False)[:, 0]
     short = model._encode(tok, pos, logw, cond, True)[:, 0]
     assert torch.allclose(full, short, rtol=0, atol=1e-12)
