@@ -28,8 +28,21 @@ def _frame_config(frame, mace_data):
     )
 
 
-def build_mace(elements: Sequence[int], e0: np.ndarray, mean: float, std: float, r_max: float = 5.0):
-    modules = importlib.import_module("mace.modules")
+def build_mace(
+    elements: Sequence[int],
+    e0: np.ndarray,
+    mean: float,
+    std: float,
+    r_max: float = 5.0,
+    hidden: str = "32x0e + 32x1o",
+    avg_num_neighbors: float = 12.0,
+):
+    """A ScaleShiftMACE (max_ell 3, correlation 3, 2 interactions) with ``hidden`` irreps; energies eV, Å.
+
+    bench/accuracy_vs_mace.py trains the default (32 channels, max_L 1); bench/peers.py times MACE-small
+    (hidden "128x0e") with random weights.
+    """
+    modules = importlib.import_module("mace.modules")  # first: registers what e3nn's constants need
     o3 = importlib.import_module("e3nn.o3")
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     return modules.ScaleShiftMACE(
@@ -41,10 +54,10 @@ def build_mace(elements: Sequence[int], e0: np.ndarray, mean: float, std: float,
         interaction_cls_first=block,
         num_interactions=2,
         num_elements=len(elements),
-        hidden_irreps=o3.Irreps("32x0e + 32x1o"),
+        hidden_irreps=o3.Irreps(hidden),
         MLP_irreps=o3.Irreps("16x0e"),
         atomic_energies=e0,
-        avg_num_neighbors=12.0,
+        avg_num_neighbors=avg_num_neighbors,
         atomic_numbers=list(elements),
         correlation=3,
         gate=torch.nn.functional.silu,

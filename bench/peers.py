@@ -50,35 +50,14 @@ def structure(n_target: int):
 
 # ---------------------------------------------------------------------------------------- models
 def mace_small(cutoff: float, dtype: str):
-    import importlib
-
+    """MACE-small (published 'small' size: 128x0e, max_ell 3, correlation 3), random weights, H/C/N/O."""
     import torch
 
-    # mace first: it registers what e3nn's bundled constants file needs to load under weights_only.
-    modules = importlib.import_module("mace.modules")
-    o3 = importlib.import_module("e3nn.o3")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from mace_peer import build_mace
 
     torch.manual_seed(0)
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.ScaleShiftMACE(
-        r_max=cutoff,
-        num_bessel=8,
-        num_polynomial_cutoff=5,
-        max_ell=3,
-        interaction_cls=block,
-        interaction_cls_first=block,
-        num_interactions=2,
-        num_elements=4,
-        hidden_irreps=o3.Irreps("128x0e"),
-        MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(4),
-        avg_num_neighbors=30.0,
-        atomic_numbers=[1, 6, 7, 8],
-        correlation=3,
-        gate=torch.nn.functional.silu,
-        atomic_inter_scale=1.0,
-        atomic_inter_shift=0.0,
-    )
+    model = build_mace([1, 6, 7, 8], np.zeros(4), 0.0, 1.0, cutoff, hidden="128x0e", avg_num_neighbors=30.0)
     return model.to(torch.float64 if dtype == "float64" else torch.float32).eval()
 
 

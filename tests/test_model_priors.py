@@ -94,42 +94,28 @@ def test_charge_and_spin_energies_are_size_consistent():
     assert (np.abs(gaps[32] - gaps[16]) < 0.2 * scale).all(), gaps
 
 
-def test_neutral_singlet_does_not_depend_on_the_atom_count_argument():
-    model = make_model(4.0)
+def _ethanol_inputs(charge: float, spin: float) -> tuple:
+    """Model inputs (all pairs, one structure) of ethanol with total charge and multiplicity."""
     atoms = ethanol()
-    z = torch.tensor(atoms.numbers)
     topo = all_pairs(len(atoms))
     vec = edge_vectors(torch.tensor(atoms.positions), None, topo)
-    args = (
-        z,
-        edge_index(topo),
-        vec,
-        torch.tensor([0.0]),
-        torch.tensor([1.0]),
-        torch.zeros(len(atoms), dtype=torch.long),
-    )
-    e_default = model(*args)
-    e_many = model(*args, -1, torch.tensor([1000.0], dtype=torch.float64))
-    assert torch.equal(e_default, e_many)
-    charged = (*args[:3], torch.tensor([1.0]), torch.tensor([2.0]), args[5])
-    assert not torch.equal(model(*charged), model(*charged, -1, torch.tensor([1000.0], dtype=torch.float64)))
+    batch = torch.zeros(len(atoms), dtype=torch.long)
+    return torch.tensor(atoms.numbers), edge_index(topo), vec, torch.tensor([charge]), torch.tensor([spin]), batch
+
+
+def test_neutral_singlet_does_not_depend_on_the_atom_count_argument():
+    model = make_model(4.0)
+    many = torch.tensor([1000.0], dtype=torch.float64)
+    neutral = _ethanol_inputs(0.0, 1.0)
+    assert torch.equal(model(*neutral), model(*neutral, -1, many))
+    charged = _ethanol_inputs(1.0, 2.0)
+    assert not torch.equal(model(*charged), model(*charged, -1, many))
 
 
 def test_chunked_inference_uses_the_whole_structure_atom_count():
     """Chunks see a few centres at a time; the charge/spin conditioning must still use all N atoms."""
     model = make_model(4.0)
-    atoms = ethanol()
-    z = torch.tensor(atoms.numbers)
-    topo = all_pairs(len(atoms))
-    vec = edge_vectors(torch.tensor(atoms.positions), None, topo)
-    args = (
-        z,
-        edge_index(topo),
-        vec,
-        torch.tensor([1.0]),
-        torch.tensor([2.0]),
-        torch.zeros(len(atoms), dtype=torch.long),
-    )
+    args = _ethanol_inputs(1.0, 2.0)
     e_one, g_one = model.energy_and_gradient(*args, -1, 0)
     e_chunk, g_chunk = model.energy_and_gradient(*args, -1, 2)
     torch.testing.assert_close(e_chunk, e_one, rtol=0, atol=1e-10)
