@@ -71,19 +71,15 @@ def pick_molecules(frames, ids, elements: list[int], n: int, seed: int = 0, max_
     return out
 
 
-def bond_graph(numbers: np.ndarray, positions: np.ndarray) -> set[tuple[int, int]]:
-    """Covalent bonds (i < j) with ASE natural cutoffs x BOND_SCALE."""
+def contacts(numbers: np.ndarray, positions: np.ndarray) -> tuple[set[tuple[int, int]], float]:
+    """Covalent bonds (i < j; ASE natural cutoffs x BOND_SCALE) and the closest pair distance (Å), from one
+    distance matrix."""
     from ase.data import covalent_radii
 
     r = covalent_radii[numbers] * BOND_SCALE
     d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
     i, j = np.nonzero(np.triu(d < r[:, None] + r[None, :], 1))
-    return set(zip(i.tolist(), j.tolist(), strict=True))
-
-
-def min_pair_distance(positions: np.ndarray) -> float:
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    return float(d[np.triu_indices(len(positions), 1)].min())
+    return set(zip(i.tolist(), j.tolist(), strict=True)), float(d[np.triu_indices(len(positions), 1)].min())
 
 
 def run_temperature(args: tuple) -> dict:
@@ -91,6 +87,7 @@ def run_temperature(args: tuple) -> dict:
     model, molecules, temperature, ps, timestep_fs, record_fs, seed, threads = args
     import openmm
     import torch
+    from ase.data import atomic_masses
     from openmm import unit
 
     from transip_md.openmm import create_transip_force
@@ -101,8 +98,6 @@ def run_temperature(args: tuple) -> dict:
     numbers = np.concatenate([m.numbers for m in molecules])
     slices, start, positions = [], 0, []
     for k, m in enumerate(molecules):
-        from ase.data import atomic_masses
-
         for z in m.numbers:
             system.addParticle(float(atomic_masses[z]))
         centred = (m.positions - m.positions.mean(0)) * ANGSTROM_TO_NM + np.array([k * SPACING_NM, 0.0, 0.0])
@@ -124,9 +119,10 @@ def run_temperature(args: tuple) -> dict:
         return np.asarray(pos) * NM_TO_ANGSTROM
 
     pos0 = current()
-    graphs = [bond_graph(m.numbers, pos0[s]) for m, s in zip(molecules, slices, strict=True)]
+    start_contacts = [contacts(m.numbers, pos0[s]) for m, s in zip(molecules, slices, strict=True)]
+    graphs = [bonds for bonds, _ in start_contacts]
     broken: dict[str, dict] = {}
-    closest = {m.mol_id: min_pair_distance(pos0[s]) for m, s in zip(molecules, slices, strict=True)}
+    closest = {m.mol_id: dmin for m, (_, dmin) in zip(molecules, start_contacts, strict=True)}
     steps_per_record = max(1, int(round(record_fs / timestep_fs)))
     n_records = int(round(ps * 1000.0 / (steps_per_record * timestep_fs)))
     t0 = time.perf_counter()
@@ -137,9 +133,8 @@ def run_temperature(args: tuple) -> dict:
         for m, s, g in zip(molecules, slices, graphs, strict=True):
             if m.mol_id in broken:
                 continue
-            dmin = min_pair_distance(pos[s])
+            new, dmin = contacts(m.numbers, pos[s])
             closest[m.mol_id] = min(closest[m.mol_id], dmin)
-            new = bond_graph(m.numbers, pos[s])
             if new != g or dmin < MIN_DISTANCE_A:
                 why = "contact < 0.6 Å" if dmin < MIN_DISTANCE_A else "bond graph changed"
                 broken[m.mol_id] = {"t_ps": t_ps, "why": why, "lost": len(g - new), "new": len(new - g)}
