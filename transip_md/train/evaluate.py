@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model import load_compiled
-from .data import TopologyCache, read_frames
+from .data import TopologyCache, heldout_split, read_frames
 from .metrics import error_sums, metrics_from_sums, per_state_metrics, predict_frames, symmetry_metrics
 from .vertical import format_vertical, vertical_gaps
 
@@ -27,7 +27,7 @@ def evaluate_model(
 
     model = load_compiled(model_path)
     frames, report = read_frames(data or default_dataset_path(), elements=model.elements, skip_bad=skip_bad)
-    ids = [i for i, f in enumerate(frames) if f.heldout] if heldout_only else list(range(len(frames)))
+    ids = heldout_split(frames)[1] if heldout_only else list(range(len(frames)))
     if not ids:
         raise ValueError(f"{data or default_dataset_path()}: no frames to evaluate (no held-out molecules flagged?)")
     preds = predict_frames(model.module, frames, ids, TopologyCache(frames, model.cutoff), max_atoms)
