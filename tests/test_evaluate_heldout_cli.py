@@ -1,0 +1,114 @@
+"""`transip-md evaluate --heldout --vertical` end to end, checked against the ASE calculator frame by frame.
+
+A small compact file is cut from the shipped set: two held-out molecules with geometries labelled in all four
+charge/spin states, and one training molecule that must not be evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from transip_md.ase import TransIPCalculator
+from transip_md.cli import main
+from transip_md.data import default_dataset_path, default_model_path
+from transip_md.train.data import load_compact, write_compact
+
+STATES = {(0, 1), (1, 2), (-1, 2), (0, 3)}
+
+
+def _molecule_part(a: dict[str, np.ndarray], k: int, max_geometries: int) -> dict[str, np.ndarray] | None:
+    """Molecule k's frames of its first ``max_geometries`` geometries labelled in all four states, or None."""
+    starts = np.concatenate([[0], np.cumsum(a["mol_natoms"])])
+    numbers = a["mol_numbers"][starts[k] : starts[k + 1]].astype(np.int64)
+    frame_rows = np.flatnonzero(a["frame_mol"] == k)
+    full = [
+        g
+        for g in np.unique(a["geometry"][frame_rows])
+        if {(int(a["charge"][i]), int(a["spin"][i])) for i in frame_rows[a["geometry"][frame_rows] == g]} >= STATES
+    ][:max_geometries]
+    if not full:
+        return None
+    keep = frame_rows[np.isin(a["geometry"][frame_rows], full)]
+    atom_start = np.concatenate([[0], np.cumsum(a["mol_natoms"][a["frame_mol"]])])
+    n = len(numbers)
+    take = lambda key: np.stack([a[key][atom_start[i] : atom_start[i] + n] for i in keep])  # noqa: E731
+    _, local_geometry = np.unique(a["geometry"][keep], return_inverse=True)
+    return {
+        "numbers": numbers,
+        "positions": take("positions"),
+        "forces": take("forces"),
+        "energy": a["energy"][keep],
+        "charge": a["charge"][keep],
+        "spin": a["spin"][keep],
+        "geometry": local_geometry.astype(np.int64),
+        "sampler": a["sampler"][keep],
+        "param": a["param"][keep],
+    }
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    a = load_compact(default_dataset_path())
+    chosen: list[tuple[int, dict[str, np.ndarray]]] = []
+    for want_heldout, count in ((True, 2), (False, 1)):
+        for k in np.flatnonzero(a["mol_heldout"] == want_heldout):
+            part = _molecule_part(a, int(k), max_geometries=2)
+            if part is not None and len(part["numbers"]) <= 20:
+                chosen.append((int(k), part))
+            if sum(bool(a["mol_heldout"][j]) == want_heldout for j, _ in chosen) == count:
+                break
+    assert [bool(a["mol_heldout"][k]) for k, _ in chosen] == [True, True, False]
+    path = tmp_path_factory.mktemp("heldout") / "small.npz"
+    ks = [k for k, _ in chosen]
+    write_compact(
+        path,
+        [str(a["mol_id"][k]) for k in ks],
+        [str(a["mol_smiles"][k]) for k in ks],
+        [str(a["mol_source"][k]) for k in ks],
+        [bool(a["mol_heldout"][k]) for k in ks],
+        [p for _, p in chosen],
+        [str(s) for s in a["sampler_names"]],
+        {"note": "cut from the shipped set by tests/test_evaluate_heldout_cli.py"},
+    )
+    return path, [p for k, p in chosen if a["mol_heldout"][k]]
+
+
+def test_evaluate_heldout_vertical_matches_the_calculator(small_set, capsys):
+    path, heldout_parts = small_set
+    model = default_model_path()
+    assert main(["evaluate", str(model), str(path), "--heldout", "--vertical", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+
+    calc = TransIPCalculator(model)
+    from ase import Atoms
+
+    force_errors, n_frames = [], 0
+    gaps: dict[str, list[float]] = {"ionisation_energy": [], "electron_affinity": [], "singlet_triplet_gap": []}
+    for part in heldout_parts:
+        energies: dict[tuple[int, int, int], tuple[float, float]] = {}
+        for i in range(len(part["energy"])):
+            atoms = Atoms(numbers=part["numbers"], positions=part["positions"][i])
+            charge, spin = int(part["charge"][i]), int(part["spin"][i])
+            atoms.info.update(charge=charge, spin=spin)
+            atoms.calc = calc
+            force_errors.append(np.abs(atoms.get_forces() - part["forces"][i]).ravel())
+            energies[(int(part["geometry"][i]), charge, spin)] = (atoms.get_potential_energy(), part["energy"][i])
+            n_frames += 1
+        for g in np.unique(part["geometry"]):
+            e = {state: energies[(int(g), *state)] for state in STATES}
+            for name, plus, minus in (
+                ("ionisation_energy", (1, 2), (0, 1)),
+                ("electron_affinity", (0, 1), (-1, 2)),
+                ("singlet_triplet_gap", (0, 3), (0, 1)),
+            ):
+                gaps[name].append((e[plus][0] - e[minus][0]) - (e[plus][1] - e[minus][1]))
+
+    assert result["frames"] == n_frames  # the training molecule is not evaluated
+    expected_force_mae = 1000.0 * float(np.concatenate(force_errors).mean())
+    np.testing.assert_allclose(result["overall"]["force_mae_meV_per_A"], expected_force_mae, rtol=1e-4)
+    for name, errors in gaps.items():
+        assert result["vertical"][name]["geometries"] == len(errors)
+        np.testing.assert_allclose(result["vertical"][name]["mae_eV"], np.abs(errors).mean(), rtol=1e-4, atol=1e-5)
