@@ -11,6 +11,9 @@ Maxwell-Boltzmann velocities.
 
     OMP_NUM_THREADS=1 python bench/md_stability.py --ps 20 --temperatures 300 600 --molecules 12
 
+Each molecule the model breaks is then rerun with GFN2-xTB itself (``--reference-ps``, default 5 ps) under the same
+check, so a break the reference also shows (a criterion artefact) is told apart from a model fault.
+
 Writes bench/results/md_stability.md and .json (or --output PREFIX).
 """
 
@@ -82,6 +85,54 @@ def contacts(numbers: np.ndarray, positions: np.ndarray) -> tuple[set[tuple[int,
     return set(zip(i.tolist(), j.tolist(), strict=True)), float(d[np.triu_indices(len(positions), 1)].min())
 
 
+def describe_change(numbers: np.ndarray, positions: np.ndarray, before: set, after: set) -> str:
+    """The bonds lost and gained between two graphs, as e.g. 'lost P-Cl 2.57 Å; new Br-Br 2.86 Å'."""
+    from ase.data import chemical_symbols
+
+    def names(pairs: set) -> str:
+        return ", ".join(
+            f"{chemical_symbols[numbers[i]]}-{chemical_symbols[numbers[j]]} "
+            f"{np.linalg.norm(positions[i] - positions[j]):.2f} Å"
+            for i, j in sorted(pairs)
+        )
+
+    lost, gained = before - after, after - before
+    parts = ([f"lost {names(lost)}"] if lost else []) + ([f"new {names(gained)}"] if gained else [])
+    return "; ".join(parts)
+
+
+class BreakWatch:
+    """Watches one molecule: its starting bond graph and closest contact, and the first time either fails."""
+
+    def __init__(self, numbers: np.ndarray, positions: np.ndarray) -> None:
+        self.numbers = numbers
+        self.graph, self.closest = contacts(numbers, positions)
+        self.broken: dict | None = None
+
+    def check(self, positions: np.ndarray, t_ps: float) -> None:
+        """Record the first break at ``t_ps`` (ps); later calls only track the closest contact (Å)."""
+        if self.broken is not None:
+            return
+        graph, dmin = contacts(self.numbers, positions)
+        self.closest = min(self.closest, dmin)
+        if graph != self.graph or dmin < MIN_DISTANCE_A:
+            why = "contact < 0.6 Å" if dmin < MIN_DISTANCE_A else "bond graph changed"
+            detail = describe_change(self.numbers, positions, self.graph, graph) or f"closest {dmin:.2f} Å"
+            self.broken = {"t_ps": t_ps, "why": why, "detail": detail}
+
+    def result(self) -> dict:
+        b = self.broken or {}
+        return {
+            "atoms": int(len(self.numbers)),
+            "formula": _formula(self.numbers),
+            "stable": self.broken is None,
+            "first_break_ps": b.get("t_ps"),
+            "why": b.get("why", ""),
+            "detail": b.get("detail", ""),
+            "closest_A": self.closest,
+        }
+
+
 def run_temperature(args: tuple) -> dict:
     """NVT of every molecule at one temperature; returns per-molecule first-break times (ps) and timing."""
     model, molecules, temperature, ps, timestep_fs, record_fs, seed, threads = args
@@ -119,25 +170,15 @@ def run_temperature(args: tuple) -> dict:
         return np.asarray(pos) * NM_TO_ANGSTROM
 
     pos0 = current()
-    start_contacts = [contacts(m.numbers, pos0[s]) for m, s in zip(molecules, slices, strict=True)]
-    graphs = [bonds for bonds, _ in start_contacts]
-    broken: dict[str, dict] = {}
-    closest = {m.mol_id: dmin for m, (_, dmin) in zip(molecules, start_contacts, strict=True)}
+    watches = [BreakWatch(m.numbers, pos0[s]) for m, s in zip(molecules, slices, strict=True)]
     steps_per_record = max(1, int(round(record_fs / timestep_fs)))
     n_records = int(round(ps * 1000.0 / (steps_per_record * timestep_fs)))
     t0 = time.perf_counter()
     for rec in range(1, n_records + 1):
         integrator.step(steps_per_record)
         pos = current()
-        t_ps = rec * steps_per_record * timestep_fs / 1000.0
-        for m, s, g in zip(molecules, slices, graphs, strict=True):
-            if m.mol_id in broken:
-                continue
-            new, dmin = contacts(m.numbers, pos[s])
-            closest[m.mol_id] = min(closest[m.mol_id], dmin)
-            if new != g or dmin < MIN_DISTANCE_A:
-                why = "contact < 0.6 Å" if dmin < MIN_DISTANCE_A else "bond graph changed"
-                broken[m.mol_id] = {"t_ps": t_ps, "why": why, "lost": len(g - new), "new": len(new - g)}
+        for s, watch in zip(slices, watches, strict=True):
+            watch.check(pos[s], rec * steps_per_record * timestep_fs / 1000.0)
     wall = time.perf_counter() - t0
     return {
         "temperature": temperature,
@@ -145,18 +186,36 @@ def run_temperature(args: tuple) -> dict:
         "steps": n_records * steps_per_record,
         "ms_per_step": 1000.0 * wall / max(1, n_records * steps_per_record),
         "atoms": int(len(numbers)),
-        "molecules": {
-            m.mol_id: {
-                "atoms": int(len(m.numbers)),
-                "formula": _formula(m.numbers),
-                "stable": m.mol_id not in broken,
-                "first_break_ps": broken.get(m.mol_id, {}).get("t_ps"),
-                "why": broken.get(m.mol_id, {}).get("why", ""),
-                "closest_A": closest[m.mol_id],
-            }
-            for m in molecules
-        },
+        "molecules": {m.mol_id: w.result() for m, w in zip(molecules, watches, strict=True)},
     }
+
+
+def run_reference(args: tuple) -> tuple[str, float, dict]:
+    """Control: the same check on GFN2-xTB Langevin MD (tblite through ASE; same friction, time step, seed),
+    from the molecule's start geometry relaxed with GFN2-xTB. Tells a model fault from a criterion that the
+    reference itself trips (e.g. two geminal halogens vibrating inside 1.2 x their covalent radii)."""
+    molecule, temperature, ps, timestep_fs, record_fs, seed = args
+    from ase import Atoms, units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.optimize import BFGS
+    from tblite.ase import TBLite
+
+    atoms = Atoms(numbers=molecule.numbers, positions=molecule.positions)
+    atoms.calc = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, rng=rng)
+    watch = BreakWatch(molecule.numbers, atoms.positions)
+    steps_per_record = max(1, int(round(record_fs / timestep_fs)))
+    n_records = int(round(ps * 1000.0 / (steps_per_record * timestep_fs)))
+    for rec in range(1, n_records + 1):
+        dyn.run(steps_per_record)
+        watch.check(atoms.positions, rec * steps_per_record * timestep_fs / 1000.0)
+        if watch.broken is not None:
+            break
+    return molecule.mol_id, temperature, {**watch.result(), "ps": ps}
 
 
 def _formula(numbers: np.ndarray) -> str:
@@ -165,10 +224,23 @@ def _formula(numbers: np.ndarray) -> str:
     return Atoms(numbers=numbers).get_chemical_formula()
 
 
+def _break_cell(m: dict) -> str:
+    return "stable" if m["stable"] else f"{m['first_break_ps']:.2f}: {m['detail']}"
+
+
+def _reference_cell(m: dict) -> str:
+    ref = m.get("reference")
+    if ref is None:
+        return "-"
+    return f"stable {ref['ps']:g} ps" if ref["stable"] else _break_cell(ref)
+
+
 def write_report(results: list[dict], meta: dict, prefix: Path) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     temps = [r["temperature"] for r in results]
+    control = meta.get("reference_ps", 0) > 0
+    per_t = "first break (ps): what changed | closest (Å)" + (" | GFN2-xTB control" if control else "")
     lines = [
         "# MD stability on held-out molecules (OpenMM NVT)",
         "",
@@ -177,27 +249,37 @@ def write_report(results: list[dict], meta: dict, prefix: Path) -> None:
         f"Model `{meta['model']}`; {meta['ps']} ps per run, Langevin (1/ps), {meta['timestep_fs']} fs, checks every "
         f"{meta['record_fs']} fs; stable = covalent graph (ASE natural cutoffs x {BOND_SCALE}) unchanged and no "
         f"contact < {MIN_DISTANCE_A} Å. Molecules: held-out split of the shipped data, never trained on.",
+    ]
+    if control:
+        lines.append(
+            f"GFN2-xTB control: every molecule the model breaks is rerun with the reference method itself (tblite, "
+            f"ASE Langevin, same friction, time step and seed, up to {meta['reference_ps']:g} ps) under the same "
+            "check; a break there means the criterion, not the model, is tripped."
+        )
+    lines += [
         "",
-        "| molecule | formula | atoms | "
-        + " | ".join(f"{t:g} K: first break (ps) | closest (Å)" for t in temps)
-        + " |",
-        "|---|---|---|" + "---|---|" * len(temps),
+        "| molecule | formula | atoms | " + " | ".join(f"{t:g} K: {per_t}" for t in temps) + " |",
+        "|---|---|---|" + ("---|---|---|" if control else "---|---|") * len(temps),
     ]
     for mol_id in results[0]["molecules"]:
         m0 = results[0]["molecules"][mol_id]
         cells = []
         for r in results:
             m = r["molecules"][mol_id]
-            cells.append("stable" if m["stable"] else f"{m['first_break_ps']:.2f} ({m['why']})")
-            cells.append(f"{m['closest_A']:.2f}")
+            cells += [_break_cell(m), f"{m['closest_A']:.2f}"] + ([_reference_cell(m)] if control else [])
         lines.append(f"| {mol_id} | {m0['formula']} | {m0['atoms']} | " + " | ".join(cells) + " |")
     lines.append("")
     for r in results:
-        n_stable = sum(m["stable"] for m in r["molecules"].values())
-        lines.append(
+        mols = r["molecules"].values()
+        n_stable = sum(m["stable"] for m in mols)
+        line = (
             f"- {r['temperature']:g} K: {n_stable}/{len(r['molecules'])} stable for {meta['ps']} ps "
             f"({r['atoms']} atoms in one system, {r['ms_per_step']:.1f} ms/step, {r['wall_s']:.0f} s)."
         )
+        if control and n_stable < len(r["molecules"]):
+            tripped = sum(1 for m in mols if not m["stable"] and not m["reference"]["stable"])
+            line += f" The GFN2-xTB reference trips the same check in {tripped} of the {len(mols) - n_stable} breaks."
+        lines.append(line)
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -214,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record-fs", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per temperature process")
+    p.add_argument(
+        "--reference-ps",
+        type=float,
+        default=5.0,
+        help="GFN2-xTB control MD (ps) for each molecule the model breaks (0: none)",
+    )
     p.add_argument("--output", default="bench/results/md_stability")
     args = p.parse_args(argv)
 
@@ -233,12 +321,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with mp.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(run_temperature, jobs)
+        if args.reference_ps > 0:
+            by_id = {m.mol_id: m for m in molecules}
+            controls = [
+                (by_id[mol_id], r["temperature"], args.reference_ps, args.timestep_fs, args.record_fs, args.seed)
+                for r in results
+                for mol_id, m in r["molecules"].items()
+                if not m["stable"]
+            ]
+            for mol_id, temperature, ref in pool.map(run_reference, controls):
+                next(r for r in results if r["temperature"] == temperature)["molecules"][mol_id]["reference"] = ref
     meta = {
         "command": "python bench/md_stability.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": args.model,
         "ps": args.ps,
         "timestep_fs": args.timestep_fs,
         "record_fs": args.record_fs,
+        "reference_ps": args.reference_ps,
         "elements_covered": covered,
     }
     write_report(results, meta, Path(args.output))

@@ -70,6 +70,19 @@ def test_yaml_and_toml_examples_are_the_same_recipe():
     assert isinstance(cfg.lr, float)
 
 
+def test_finetune_recipe_continues_the_stage_one_checkpoint_on_both_shipped_files():
+    from transip_md.train.checkpoint import load_checkpoint
+
+    parser = build_parser()
+    stage1 = build_train_config(parser.parse_args(["train", "--config", str(CONFIGS["yaml"])]))
+    stage2 = build_train_config(parser.parse_args(["train", "--config", str(REPO / "examples/train/finetune.yaml")]))
+    assert stage2.model == stage1.model and stage2.equivariance == stage1.equivariance
+    assert stage2.data == ["transip_md/data/gfn2-organics-9el.npz", "transip_md/data/gfn2-bond-supplement.npz"]
+    assert stage2.init_from == "checkpoints/transip-small/last.pt"
+    stored = load_checkpoint(REPO / stage2.init_from)["model_config"]
+    assert {k: stored[k] for k in stage2.model} == stage2.model  # init_from would accept it
+
+
 @pytest.mark.parametrize("kind", ["yaml", "toml"])
 def test_config_file_is_used_and_flags_override_it(kind, small_data, tmp_path):
     data, _ = small_data
@@ -199,3 +212,11 @@ def test_resume_of_a_run_stored_before_align_existed_keeps_per_atom_alignment(tm
         assert (cfg.align, cfg.align_loss, cfg.epochs) == (expected, "mse", 3)
     with pytest.raises(ConfigError, match="align"):
         build_train_config(parse(["train", "--resume", str(tmp_path / "run_None"), "--set", "align=pooled"]))
+
+
+def test_train_without_data_reads_the_shipped_set_and_the_bond_supplement():
+    from transip_md.data import default_training_paths
+
+    cfg = build_train_config(build_parser().parse_args(["train"]))
+    assert cfg.data == [str(p) for p in default_training_paths()]
+    assert all(p.exists() for p in default_training_paths())

@@ -67,6 +67,29 @@ def test_default_selection_meets_element_quotas_and_heldout_covers_every_element
     assert [m.smiles for m in again.molecules] == [m.smiles for m in sel.molecules]
 
 
+def test_bond_supplement_grafts_every_rare_bond_group_and_spares_excluded_scaffolds():
+    from rdkit import Chem
+
+    from transip_md.train.molecules import BOND_GRAFTS, default_sources, read_pool, select_bond_supplement
+
+    sel = select_bond_supplement(2 * len(BOND_GRAFTS), seed=0)
+    assert len(sel.molecules) == 2 * len(BOND_GRAFTS)
+    assert all(sel.derived[g] == 2 for g in BOND_GRAFTS)  # groups taken in turn
+    for m, group in zip(sel.molecules, BOND_GRAFTS * 2, strict=True):
+        core = Chem.MolFromSmiles(group.replace("[*]", "C"))  # the group's own bonds are in the molecule
+        assert Chem.MolFromSmiles(m.smiles).HasSubstructMatch(core), (m.smiles, group)
+        assert m.source == f"derived:{group}:{m.mol_id.removeprefix('derived-bond-')}"
+    assert sum(sel.heldout) == round(0.1 * len(sel.molecules))
+    again = select_bond_supplement(2 * len(BOND_GRAFTS), seed=0)
+    assert [m.smiles for m in again.molecules] == [m.smiles for m in sel.molecules]
+    # excluded scaffolds (e.g. another set's held-out molecules) are never parents
+    pool, _ = read_pool(default_sources(), set("H C N O F P S Cl Br".split()), 4, 40)
+    parents = {m.mol_id.removeprefix("derived-bond-") for m in sel.molecules}
+    banned = {p.smiles for p in pool if p.mol_id in parents}
+    spared = select_bond_supplement(2 * len(BOND_GRAFTS), exclude_smiles=banned, seed=0)
+    assert not parents & {m.mol_id.removeprefix("derived-bond-") for m in spared.molecules}
+
+
 def test_bad_inputs_are_counted_by_cause_and_the_run_resumes(tmp_path, monkeypatch):
     (tmp_path / "flaky_calc.py").write_text(textwrap.dedent(FLAKY))
     monkeypatch.syspath_prepend(str(tmp_path))

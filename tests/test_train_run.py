@@ -113,3 +113,29 @@ def test_outputs_checkpoint_export_and_evaluate(runs, tmp_path):
     assert res["frames"] == 12 and res["per_state"] and res["symmetry"]["sym_force_rms_meV_per_A"] >= 0
     # the model file's validation error matches the trainer's numbers for the same frames (best = EMA weights)
     assert res["overall"]["force_mae_meV_per_A"] < runs["learned"][2] * BOUND * 1.3
+
+
+def test_init_from_starts_at_the_checkpoint_ema_weights(runs, tmp_path):
+    """--init-from: every weight and buffer of the new run starts at the checkpoint's EMA model; the
+    optimizer and counters start afresh; another model config is refused by name."""
+    from transip_md.train.checkpoint import CheckpointError, model_from_checkpoint
+
+    tr, result, _ = runs["augment"]
+    last = tr.out / "last.pt"
+    expected = model_from_checkpoint(load_checkpoint(last)).state_dict()
+    cfg = _cfg("augment", tmp_path / "fine")
+    cfg.init_from = str(last)
+    fine = Trainer(cfg)
+    got = fine.model.state_dict()
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+    assert fine.step == 0 and fine.epoch == 0
+    # the raw (non-EMA) weights differ from the EMA ones: the test would notice the wrong set
+    raw = load_checkpoint(last)["model_state"]
+    assert any(not torch.equal(raw[n], expected[n]) for n in expected)
+    other = _cfg("augment", tmp_path / "other")
+    other.init_from = str(last)
+    other.model = {**other.model, "d_model": 48}
+    with pytest.raises(CheckpointError, match="d_model"):
+        Trainer(other)

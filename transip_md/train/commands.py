@@ -29,6 +29,15 @@ def _register_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="label only the first LIMIT selected molecules (quick runs)")
     p.add_argument("--parts-dir", help="folder of the resumable per-molecule parts (default: OUTPUT.parts)")
     p.add_argument("--per-element", type=int, default=d.per_element, help="molecules per element at least")
+    p.add_argument(
+        "--bond-supplement",
+        action="store_true",
+        help="label N-MOLECULES derived molecules with rare heteroatom-halogen bonds (P-Cl, S-Cl, ...; docs/data.md)",
+    )
+    p.add_argument(
+        "--exclude-heldout-of",
+        help="compact data file whose held-out molecules may not be scaffolds of the bond supplement",
+    )
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction)
     p.add_argument("--elements", default=",".join(d.elements), help="allowed elements, comma-separated")
     p.add_argument("--min-atoms", type=int, default=d.min_atoms)
@@ -79,6 +88,8 @@ def _run_label(args: argparse.Namespace) -> int:
         max_force=args.max_force,
         max_force_compressed=args.max_force_compressed,
         seed=args.seed,
+        bond_supplement=args.bond_supplement,
+        exclude_heldout_of=args.exclude_heldout_of,
         calculator=args.calculator,
         calculator_kwargs=json.loads(args.calculator_kwargs),
     )
@@ -149,6 +160,7 @@ _TRAIN_FLAGS = {
     "seed": "seed",
     "threads": "threads",
     "resume": "resume",
+    "init_from": "init_from",
     "cutoff": "model.cutoff",
     "d_model": "model.d_model",
     "layers": "model.n_layers",
@@ -182,6 +194,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     _add_optimisation_flags(p, d)
     _add_model_flags(p, d, MODEL_RULE)
     p.add_argument("--resume", help="run folder (or its last.pt) to continue exactly, with its config.json")
+    p.add_argument(
+        "--init-from",
+        help="fine-tune: start from this checkpoint's EMA weights (same model config; fresh optimizer, schedule, "
+        "counters; the checkpoint's fitted energy baseline is kept)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files / bad frames and count them")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
@@ -191,7 +208,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_data_flags(p: argparse.ArgumentParser, d: dict) -> None:
-    p.add_argument("--data", nargs="+", help="extxyz / .db / .aselmdb files or folders (default: shipped data)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        help="extxyz / .db / .aselmdb / .npz files or folders (default: the shipped set and the bond supplement)",
+    )
     p.add_argument("--val-data", nargs="+", help="separate validation data (default: split --data by molecule)")
     p.add_argument("--val-fraction", type=float, help=_with_default(d, "val_fraction", "held-out molecule fraction"))
     p.add_argument("--output", "-o", help=_with_default(d, "output", "run folder"))
@@ -302,9 +323,9 @@ def build_train_config(args: argparse.Namespace):
     else:
         data = apply_overrides(TrainConfig().to_dict(), overrides)
     if not data.get("data"):
-        from ..data import default_dataset_path
+        from ..data import default_training_paths
 
-        data["data"] = [str(default_dataset_path())]
+        data["data"] = [str(path) for path in default_training_paths()]
     return TrainConfig.from_dict(data)
 
 

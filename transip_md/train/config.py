@@ -94,6 +94,9 @@ class TrainConfig:
     progress: bool = True
     plots: bool = True
     resume: str | None = None
+    #: Start from the (EMA) weights of this trainer checkpoint, with a fresh optimizer, schedule and counters
+    #: (fine-tuning, e.g. on more data); the model configuration must be the checkpoint's.
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

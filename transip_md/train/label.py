@@ -31,7 +31,7 @@ import numpy as np
 from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
-from .molecules import DEFAULT_ELEMENTS, Molecule, select_molecules
+from .molecules import DEFAULT_ELEMENTS, Molecule, Selection, select_bond_supplement, select_molecules
 from .sampling import SamplingError, compress_pair, embed, scale_bond, thermal_md
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class LabelConfig:
     max_force: float = 50.0  # eV/Å: frames with a larger force component are dropped ("force_cap")
     max_force_compressed: float = 100.0  # eV/Å, the cap for compress_pair / compress_bond frames
     seed: int = 0
+    #: Label the bond supplement (molecules.select_bond_supplement) instead of the element-balanced selection.
+    bond_supplement: bool = False
+    #: A compact data file whose held-out molecules may not serve as scaffolds of the bond supplement.
+    exclude_heldout_of: str | None = None
     calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -308,6 +312,39 @@ def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest))
 
 
+def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) -> Selection:
+    """The molecules to label: the element-balanced selection, or the bond supplement."""
+    if not cfg.bond_supplement:
+        return select_molecules(
+            sources,
+            cfg.n_molecules,
+            cfg.per_element,
+            cfg.heldout_fraction,
+            cfg.elements,
+            cfg.min_atoms,
+            cfg.max_atoms,
+            cfg.seed,
+        )
+    if cfg.n_molecules is None:
+        raise ValueError("the bond supplement needs --n-molecules")
+    exclude: set[str] = set()
+    if cfg.exclude_heldout_of:
+        from .data import load_compact
+
+        a = load_compact(cfg.exclude_heldout_of)
+        exclude = {str(smi) for smi, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True) if held}
+    return select_bond_supplement(
+        cfg.n_molecules,
+        sources,
+        exclude,
+        cfg.heldout_fraction,
+        cfg.elements,
+        cfg.min_atoms,
+        cfg.max_atoms,
+        cfg.seed,
+    )
+
+
 def run_labelling(
     output: str | os.PathLike,
     cfg: LabelConfig,
@@ -329,16 +366,7 @@ def run_labelling(
     os.environ["OMP_NUM_THREADS"] = "1"  # before any worker imports tblite
     output = Path(output)
     t0 = time.perf_counter()
-    sel = select_molecules(
-        sources,
-        cfg.n_molecules,
-        cfg.per_element,
-        cfg.heldout_fraction,
-        cfg.elements,
-        cfg.min_atoms,
-        cfg.max_atoms,
-        cfg.seed,
-    )
+    sel = _selection(cfg, sources)
     selection_seconds = time.perf_counter() - t0
     parts_dir = Path(parts_dir) if parts_dir else output.parent / (output.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)

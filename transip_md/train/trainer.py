@@ -221,6 +221,8 @@ class Trainer:
             self.model.reference_energies.copy_(torch.from_numpy(baseline.element_energies))
             self.model.energy_scale.fill_(max(baseline.force_rms, 1e-3))
         self.model.state_energy.set_linear(torch.from_numpy(baseline.state_weights))
+        if cfg.init_from:
+            self._init_from(cfg.init_from)
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.transform = alignment_from_config(cfg, self.model_config.d_model, dtype)
         self._build_optimizer()
@@ -233,6 +235,16 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if cfg.resume:
             self._resume(cfg.resume)
+
+    def _init_from(self, path: str) -> None:
+        """Fine-tuning start: every weight and buffer (the fitted baseline too) from ``path``'s EMA model."""
+        ck = ckpt_mod.load_checkpoint(path)
+        if ck["model_config"] != self.model_config.to_dict():
+            diff = _model_config_diff(ck["model_config"], self.model_config.to_dict())
+            raise CheckpointError(f"{path}: --init-from checkpoint has another model config ({diff})")
+        self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict())
+        if self.info.main:
+            logger.info("initial weights: EMA weights of %s (epoch %s, step %s)", path, ck["epoch"], ck["step"])
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
