@@ -179,7 +179,6 @@ def derive(
     max_atoms: int,
 ) -> list[Molecule]:
     """Up to ``n_wanted`` new molecules holding ``element``, grafted onto H C N O scaffolds of ``pool``."""
-    from rdkit import Chem
 
     scaffolds = [m for m in pool if m.elements <= {"H", "C", "N", "O"}]
     order = rng.permutation(len(scaffolds))
@@ -190,15 +189,25 @@ def derive(
             break
         parent = scaffolds[int(k)]
         fragment = GRAFTS[element][int(rng.integers(len(GRAFTS[element])))]
-        new = graft(Chem.MolFromSmiles(parent.smiles), fragment, rng)
-        if new is None:
-            continue
-        cause, _ = check_molecule(Chem.MolToSmiles(new), allowed, min_atoms, max_atoms)
-        smi = Chem.MolToSmiles(new)
-        if cause is None and smi not in seen:
-            seen.add(smi)
+        new = _new_graft(parent, fragment, rng, allowed, min_atoms, max_atoms, seen)
+        if new is not None:
             out.append(_as_molecule(f"derived-{element}-{parent.mol_id}", new, f"derived:{element}:{parent.mol_id}"))
     return out
+
+
+def _new_graft(parent: Molecule, fragment: str, rng: np.random.Generator, allowed, min_atoms, max_atoms, seen: set):
+    """rdkit Mol of ``fragment`` grafted onto ``parent`` if it passes the filter and is new (added to ``seen``)."""
+    from rdkit import Chem
+
+    new = graft(Chem.MolFromSmiles(parent.smiles), fragment, rng)
+    if new is None:
+        return None
+    smi = Chem.MolToSmiles(new)
+    cause, _ = check_molecule(smi, allowed, min_atoms, max_atoms)
+    if cause is not None or smi in seen:
+        return None
+    seen.add(smi)
+    return new
 
 
 def read_pool(
@@ -317,7 +326,6 @@ def select_bond_supplement(
     same small-molecule-biased order as :func:`select_molecules`; scaffolds whose SMILES are in
     ``exclude_smiles`` (e.g. the held-out molecules of another set) are never used. Held-out: a seeded
     ``heldout_fraction`` of the result, by molecule. Deterministic for a given ``seed``."""
-    from rdkit import Chem
 
     allowed = set(elements) | {"H"}
     pool, rejected = read_pool(sources or default_sources(), allowed, min_atoms, max_atoms)
@@ -333,13 +341,8 @@ def select_bond_supplement(
             break
         parent = scaffolds[int(k)]
         fragment = BOND_GRAFTS[len(out) % len(BOND_GRAFTS)]
-        new = graft(Chem.MolFromSmiles(parent.smiles), fragment, rng)
-        if new is None:
-            continue
-        smi = Chem.MolToSmiles(new)
-        cause, _ = check_molecule(smi, allowed, min_atoms, max_atoms)
-        if cause is None and smi not in seen:
-            seen.add(smi)
+        new = _new_graft(parent, fragment, rng, allowed, min_atoms, max_atoms, seen)
+        if new is not None:
             out.append(_as_molecule(f"derived-bond-{parent.mol_id}", new, f"derived:{fragment}:{parent.mol_id}"))
             derived[fragment] += 1
     flags = [False] * len(out)
