@@ -229,7 +229,7 @@ def test_resume_alone_reuses_the_run_config(tmp_path):
         (["--heads", "4"], "--heads 4"),
         (["--set", "model.n_rbf=8"], "--set model.n_rbf"),
         (["--seed", "1"], "--seed 1"),
-        (["--equivariance", "augment"], "--equivariance"),
+        (["--equivariance", "learned"], "--equivariance"),
     ):
         with pytest.raises(ConfigError, match=named):
             build_train_config(parse(["train", "--resume", str(run), *flags]))

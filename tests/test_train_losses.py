@@ -186,10 +186,11 @@ def test_config_and_flags():
     from transip_md.cli import build_parser
     from transip_md.train.commands import build_train_config
 
-    cfg = TrainConfig(data=["x"])
+    assert TrainConfig(data=["x"]).equivariance == "augment"  # the default (docs/training.md, "Why augment")
+    cfg = TrainConfig(data=["x"], equivariance="learned")
     assert (cfg.align, cfg.align_loss, cfg.align_stop_gradient) == ("pooled", "mse", False)
     assert isinstance(alignment_from_config(cfg, 16, torch.float32), PooledAlignment)
-    atoms = TrainConfig(data=["x"], align="atoms")
+    atoms = TrainConfig(data=["x"], equivariance="learned", align="atoms")
     assert isinstance(alignment_from_config(atoms, 16, torch.float32), RotationTransform)
     assert alignment_from_config(TrainConfig(data=["x"], equivariance="augment"), 16, torch.float32) is None
     args = build_parser().parse_args(["train", "--data", "x", "--align", "atoms", "--equivariance", "learned"])

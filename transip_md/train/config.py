@@ -60,7 +60,8 @@ class TrainConfig:
     )
     dtype: str = "float32"
     # objective
-    equivariance: str = "learned"  # learned | augment | none
+    # augment: the better of the measured settings so far (docs/training.md, "Why augment"); learned = the paper's
+    equivariance: str = "augment"  # learned | augment | none
     energy_weight: float = 1.0  # on (eV/atom)^2
     force_weight: float = 1.0  # on (eV/Å)^2
     align_weight: float = 1.0
