@@ -262,7 +262,10 @@ class Trainer:
         self.total_steps = total
         self.clock_start = time.time()
         budget = cfg.time_budget_s
-        time_progress = None if budget is None else (lambda: (time.time() - self.clock_start) / budget)
+        # The schedule and the stop rule read one clock value per step (``step_clock``), so a run stopped by the
+        # budget has taken its last step at the end of the schedule.
+        self.step_clock: float | None = None
+        time_progress = None if budget is None else (lambda: (self._now() - self.clock_start) / budget)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda_factory(cfg.warmup_steps, total, cfg.min_lr_ratio, time_progress)
         )
@@ -360,7 +363,7 @@ class Trainer:
         desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
         with tqdm(total=len(batches), desc=desc, leave=False, disable=not show) as bar:
             for global_ids in batches:
-                if (cfg.max_steps is not None and self.step >= cfg.max_steps) or self.out_of_time():
+                if (cfg.max_steps is not None and self.step >= cfg.max_steps) or self.out_of_time(self.step_clock):
                     break
                 parts = self._train_step(global_ids, draw_rotations(len(global_ids), gen, cfg.equivariance))
                 n_done += 1
@@ -391,6 +394,7 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         self.optimizer.step()
+        self.step_clock = time.time()
         self.scheduler.step()
         self.step += 1
         self.ema.update(self.model, self.step)
@@ -427,12 +431,15 @@ class Trainer:
         return metrics, (preds if with_predictions else {})
 
     # ------------------------------------------------------------------ main loop
-    def out_of_time(self) -> bool:
-        """Whether this process has used its wall-clock budget (``time_budget_s``)."""
+    def _now(self) -> float:
+        return self.step_clock if self.step_clock is not None else time.time()
+
+    def out_of_time(self, now: float | None = None) -> bool:
+        """Whether this process has used its wall-clock budget (``time_budget_s``) at ``now`` (default: now)."""
         budget = self.cfg.time_budget_s
         if budget is None:
             return False
-        spent = time.time() - self.clock_start >= budget
+        spent = (time.time() if now is None else now) - self.clock_start >= budget
         if self.info.world > 1:  # every rank stops at the same step
             return bool(_all_reduce_sum(np.array([float(spent)]), self.info)[0] > 0)
         return spent
