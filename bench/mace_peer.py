@@ -2,8 +2,11 @@
 
 A small MACE (32 channels, max_L 1, 2 interactions, correlation 3, r_max 5 Å, float32) trained with a plain loop
 of this project's own (Adam, EMA, the same per-atom energy + force MSE loss as the TransIP trainer) for a fixed
-wall-clock budget. It is given no charge or spin input (the published small MACE has none), so it predicts one
-energy for all states of a geometry; per-state errors show what that costs. Needs `pip install mace-torch`.
+wall-clock budget. By default it is given no charge or spin input (the published small MACE has none), so it
+predicts one energy for all states of a geometry; per-state errors show what that costs. With ``charge_spin=True``
+it gets mace-torch's own per-structure embeddings of the total charge and the multiplicity (categorical, one
+vector each, concatenated onto every node's species embedding: the UMA/eSEN style), the fairer peer for the
+charge/spin tasks. Needs `pip install mace-torch` (0.3.16 has ``embedding_specs``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,24 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+#: mace-torch embeddings of the total charge (-1, 0, +1 -> classes 0-2) and multiplicity (1-3 -> classes 0-2).
+CHARGE_SPIN_EMBEDDINGS = {
+    "total_charge": {"type": "categorical", "per": "graph", "num_classes": 3, "offset": 1, "emb_dim": 8},
+    "total_spin": {"type": "categorical", "per": "graph", "num_classes": 3, "offset": -1, "emb_dim": 8},
+}
+
 
 def _frame_config(frame, mace_data):
+    """A mace Configuration: energy (eV), forces (eV/Å), total charge (e) and multiplicity as total_spin."""
     return mace_data.Configuration(
         atomic_numbers=np.asarray(frame.numbers),
         positions=np.asarray(frame.positions, dtype=np.float64),
-        properties={"energy": float(frame.energy), "forces": np.asarray(frame.forces, dtype=np.float64)},
+        properties={
+            "energy": float(frame.energy),
+            "forces": np.asarray(frame.forces, dtype=np.float64),
+            "total_charge": float(frame.charge),
+            "total_spin": float(frame.spin),
+        },
         property_weights={"energy": 1.0, "forces": 1.0},
         cell=np.zeros((3, 3)),
         pbc=(False, False, False),
@@ -36,8 +51,10 @@ def build_mace(
     r_max: float = 5.0,
     hidden: str = "32x0e + 32x1o",
     avg_num_neighbors: float = 12.0,
+    charge_spin: bool = False,
 ):
-    """A ScaleShiftMACE (max_ell 3, correlation 3, 2 interactions) with ``hidden`` irreps; energies eV, Å.
+    """A ScaleShiftMACE (max_ell 3, correlation 3, 2 interactions) with ``hidden`` irreps; energies eV, Å;
+    ``charge_spin``: with the :data:`CHARGE_SPIN_EMBEDDINGS`.
 
     bench/accuracy_vs_mace.py trains the default (32 channels, max_L 1); bench/peers.py times MACE-small
     (hidden "128x0e") with random weights.
@@ -63,13 +80,24 @@ def build_mace(
         gate=torch.nn.functional.silu,
         atomic_inter_scale=std,
         atomic_inter_shift=mean,
+        embedding_specs=CHARGE_SPIN_EMBEDDINGS if charge_spin else None,
     )
 
 
 class MacePeer:
     """Data, model and training loop of the MACE peer (energies eV, forces eV/Å)."""
 
-    def __init__(self, frames, train_ids, val_ids, elements, e0: np.ndarray, seed: int = 0, r_max: float = 5.0):
+    def __init__(
+        self,
+        frames,
+        train_ids,
+        val_ids,
+        elements,
+        e0: np.ndarray,
+        seed: int = 0,
+        r_max: float = 5.0,
+        charge_spin: bool = False,
+    ):
         torch.set_default_dtype(torch.float32)
         self.mace_data = importlib.import_module("mace.data")
         utils = importlib.import_module("mace.tools.utils")
@@ -88,7 +116,9 @@ class MacePeer:
             for i in train_ids
         ]
         f_rms = float(np.sqrt(np.mean(np.concatenate([frames[i].forces.ravel() for i in train_ids]) ** 2)))
-        self.model = build_mace(elements, e0, float(np.mean(residual)), max(f_rms, 1e-3), r_max)
+        self.model = build_mace(
+            elements, e0, float(np.mean(residual)), max(f_rms, 1e-3), r_max, charge_spin=charge_spin
+        )
         self.ema = copy.deepcopy(self.model)
 
     def _graph(self, frame):
