@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = run(args.model, args.data, args.per_type)
     meta = {
-        "command": "python bench/bond_dissociation.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python bench/bond_dissociation.py", *(sys.argv[1:] if argv is None else argv)]),
         "model": args.model,
         "data": [Path(d).name for d in args.data],
     }
