@@ -162,3 +162,19 @@ def test_legacy_xtb_md_sampler_still_runs(tmp_path):
     assert main([*args, "--steps", "4", "--sample-every", "2", "--calculator", "ase.calculators.emt:EMT"]) == 0
     frames, _ = read_frames(out)
     assert len(frames) == 2
+
+
+def test_manifest_of_the_main_selection_has_no_later_fields():
+    """Parts folders made before the bond supplement existed must still resume: a default configuration's
+    manifest lists exactly the fields the shipped set was built with; a supplement run records its own."""
+    from transip_md.train.label import LabelConfig, _manifest
+
+    built_with = {
+        "elements", "min_atoms", "max_atoms", "n_molecules", "per_element", "heldout_fraction", "states", "t_min",
+        "t_max", "md_steps", "n_conformers", "compress_pair", "compress_bond", "stretch_bond", "relax_steps",
+        "relax_step", "relax_max_move", "max_force", "max_force_compressed", "seed", "calculator",
+        "calculator_kwargs", "molecules",
+    }  # fmt: skip
+    assert set(_manifest(LabelConfig(), [])) == built_with
+    supplement = _manifest(LabelConfig(bond_supplement=True, exclude_heldout_of="main.npz"), [])
+    assert supplement["bond_supplement"] is True and supplement["exclude_heldout_of"] == "main.npz"
