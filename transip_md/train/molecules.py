@@ -179,7 +179,6 @@ def derive(
     max_atoms: int,
 ) -> list[Molecule]:
     """Up to ``n_wanted`` new molecules holding ``element``, grafted onto H C N O scaffolds of ``pool``."""
-
     scaffolds = [m for m in pool if m.elements <= {"H", "C", "N", "O"}]
     order = rng.permutation(len(scaffolds))
     seen = {m.smiles for m in pool}
@@ -208,6 +207,14 @@ def _new_graft(parent: Molecule, fragment: str, rng: np.random.Generator, allowe
         return None
     seen.add(smi)
     return new
+
+
+def size_biased_order(molecules: Sequence[Molecule], rng: np.random.Generator, size_bias: float) -> np.ndarray:
+    """Indices of ``molecules`` in a seeded random order that favours small ones (Efraimidis-Spirakis weighted
+    order: key log(u) / weight, weight = n_atoms^-``size_bias``; one ``rng.random`` draw)."""
+    sizes = np.array([m.n_atoms for m in molecules], dtype=np.float64)
+    keys = np.log(rng.random(len(molecules))) * sizes**size_bias
+    return np.argsort(-keys, kind="stable")
 
 
 def read_pool(
@@ -258,9 +265,7 @@ def select_molecules(
             new = derive(pool, el, per_element - have, rng, allowed, min_atoms, max_atoms)
             derived[el] = len(new)
             pool.extend(new)
-    sizes = np.array([m.n_atoms for m in pool], dtype=np.float64)
-    keys = np.log(rng.random(len(pool))) * sizes**size_bias  # log(u) / weight, weight = n^-size_bias
-    order = [pool[int(i)] for i in np.argsort(-keys, kind="stable")]
+    order = [pool[int(i)] for i in size_biased_order(pool, rng, size_bias)]
     n_total = len(order) if n_molecules is None else min(n_molecules, len(order))
     chosen: dict[str, Molecule] = {}
     rarity = sorted(elements, key=lambda e: sum(e in m.elements for m in pool))
@@ -325,18 +330,15 @@ def select_bond_supplement(
     group is equally represented) grafted onto an H C N O scaffold of the pool. Scaffolds are drawn in the
     same small-molecule-biased order as :func:`select_molecules`; scaffolds whose SMILES are in
     ``exclude_smiles`` (e.g. the held-out molecules of another set) are never used. Held-out: a seeded
-    ``heldout_fraction`` of the result, by molecule. Deterministic for a given ``seed``."""
-
+    ``heldout_fraction`` of the result, by molecule (no per-element quota). Deterministic for a given ``seed``."""
     allowed = set(elements) | {"H"}
     pool, rejected = read_pool(sources or default_sources(), allowed, min_atoms, max_atoms)
     rng = np.random.default_rng([seed, 11])
     scaffolds = [m for m in pool if m.elements <= {"H", "C", "N", "O"} and m.smiles not in exclude_smiles]
-    sizes = np.array([m.n_atoms for m in scaffolds], dtype=np.float64)
-    keys = np.log(rng.random(len(scaffolds))) * sizes**size_bias
     seen = {m.smiles for m in pool}
     out: list[Molecule] = []
     derived: Counter[str] = Counter()
-    for k in np.argsort(-keys, kind="stable"):
+    for k in size_biased_order(scaffolds, rng, size_bias):
         if len(out) >= n_molecules:
             break
         parent = scaffolds[int(k)]
@@ -345,7 +347,4 @@ def select_bond_supplement(
         if new is not None:
             out.append(_as_molecule(f"derived-bond-{parent.mol_id}", new, f"derived:{fragment}:{parent.mol_id}"))
             derived[fragment] += 1
-    flags = [False] * len(out)
-    for i in rng.permutation(len(out))[: int(round(heldout_fraction * len(out)))]:
-        flags[int(i)] = True
-    return Selection(out, flags, rejected, derived)
+    return Selection(out, choose_heldout(out, heldout_fraction, (), rng), rejected, derived)
