@@ -40,39 +40,28 @@ BOND_TYPES = (
 )
 
 
-def bonds_of(numbers: np.ndarray, positions: np.ndarray, scale: float = 1.2) -> list[tuple[int, int]]:
-    """Covalent bonds i < j (ASE natural cutoffs x ``scale``)."""
-    from ase.data import covalent_radii
-
-    r = covalent_radii[numbers] * scale
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    i, j = np.nonzero(np.triu(d < r[:, None] + r[None, :], 1))
-    return list(zip(i.tolist(), j.tolist(), strict=True))
-
-
 def heldout_molecules(paths: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(mol_id, numbers, positions of the lowest-energy neutral-singlet frame) of every held-out molecule."""
+    from md_stability import lowest_singlet_frames
+
     from transip_md.train.data import heldout_split, read_frames
 
     frames, _ = read_frames(paths)
-    best: dict[str, int] = {}
-    for i in heldout_split(frames)[1]:
-        f = frames[i]
-        if (f.charge, f.spin) == (0, 1) and (f.mol_id not in best or f.energy < frames[best[f.mol_id]].energy):
-            best[str(f.mol_id)] = i
+    best = lowest_singlet_frames(frames, heldout_split(frames)[1])
     return [(m, frames[i].numbers.copy(), frames[i].positions.copy()) for m, i in sorted(best.items())]
 
 
 def pick(molecules, per_type: int) -> dict[str, list[tuple[str, np.ndarray, np.ndarray, tuple[int, int]]]]:
     """Per bond type 'A-B': up to ``per_type`` of the smallest molecules holding it, with one such bond."""
     from ase.data import atomic_numbers
+    from md_stability import contacts  # covalent bonds: ASE natural cutoffs x 1.2, as in the MD check
 
     out: dict[str, list] = {}
     for a, b in BOND_TYPES:
         za, zb = atomic_numbers[a], atomic_numbers[b]
         found = []
         for mol_id, z, pos in sorted(molecules, key=lambda m: len(m[1])):
-            hit = next(((i, j) for i, j in bonds_of(z, pos) if {z[i], z[j]} == {za, zb}), None)
+            hit = next(((i, j) for i, j in sorted(contacts(z, pos)[0]) if {z[i], z[j]} == {za, zb}), None)
             if hit is not None:
                 found.append((mol_id, z, pos, hit))
             if len(found) >= per_type:

@@ -45,16 +45,12 @@ class Molecule:
 def pick_molecules(frames, ids, elements: list[int], n: int, seed: int = 0, max_atoms: int = 25) -> list[Molecule]:
     """At least ``n`` held-out neutral-singlet molecules covering ``elements``: for each element (rarest first) the
     smallest held-out molecule containing it, then random held-out molecules of at most ``max_atoms`` atoms."""
-    by_mol: dict[str, list[int]] = {}
-    for i in ids:
-        f = frames[i]
-        if int(f.charge) == 0 and int(f.spin) == 1:
-            by_mol.setdefault(str(f.mol_id), []).append(i)
+    best = lowest_singlet_frames(frames, ids)
     rng = np.random.default_rng(seed)
-    names = sorted(by_mol)
+    names = sorted(best)
     rng.shuffle(names)
-    elems = {m: set(frames[by_mol[m][0]].numbers.tolist()) for m in names}
-    size = {m: frames[by_mol[m][0]].n_atoms for m in names}
+    elems = {m: set(frames[best[m]].numbers.tolist()) for m in names}
+    size = {m: frames[best[m]].n_atoms for m in names}
     chosen: list[str] = []
     for z in sorted(elements, key=lambda z: sum(z in elems[m] for m in names)):  # rarest element first
         if any(z in elems[m] for m in chosen):
@@ -67,11 +63,17 @@ def pick_molecules(frames, ids, elements: list[int], n: int, seed: int = 0, max_
             break
         if m not in chosen and size[m] <= max_atoms:
             chosen.append(m)
-    out = []
-    for m in chosen:
-        best = min(by_mol[m], key=lambda i: frames[i].energy)
-        out.append(Molecule(m, frames[best].numbers.copy(), frames[best].positions.copy()))
-    return out
+    return [Molecule(m, frames[best[m]].numbers.copy(), frames[best[m]].positions.copy()) for m in chosen]
+
+
+def lowest_singlet_frames(frames, ids) -> dict[str, int]:
+    """{mol_id: index of its lowest-energy neutral-singlet frame among ``ids``} (the first of equal energies)."""
+    best: dict[str, int] = {}
+    for i in ids:
+        f, m = frames[i], str(frames[i].mol_id)
+        if (int(f.charge), int(f.spin)) == (0, 1) and (m not in best or f.energy < frames[best[m]].energy):
+            best[m] = i
+    return best
 
 
 def contacts(numbers: np.ndarray, positions: np.ndarray) -> tuple[set[tuple[int, int]], float]:
