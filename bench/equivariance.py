@@ -8,9 +8,11 @@ validation force MAE (EMA weights) has not improved by ``--min-delta`` (relative
 or ``--max-epochs``, or ``--run-budget`` seconds. The best epoch's EMA weights are scored: force/energy MAE,
 symmetry error (energy spread and rotated-back force RMS over random rotations, transip_md.model.symmetry_error),
 training time. Results: one JSON line per run (``--out``/equivariance_runs.jsonl; a rerun skips runs already
-there, so a study can be resumed or split across machines), a markdown table with the seed spread and the
-relative gain of learned over augment at each size (``equivariance.md``), learning curves and error-vs-size
-plots (``equivariance.png``).
+there, so a study can be resumed or split across machines or processes, e.g. ``--kinds global`` and ``--kinds
+local`` side by side); an unfinished run keeps its state after every epoch in ``--out``/in_progress/RUN/ and
+continues from there, bit for bit, when the study is started again (the folder is removed when the run is done);
+a markdown table with the seed spread and the relative gain of learned over augment at each size
+(``equivariance.md``), learning curves and error-vs-size plots (``equivariance.png``).
 
     # the study on the shipped data set (47k frames of 3,198 molecules; 48 runs: a GPU-sized job, see
     # docs/training.md):
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import transip_md.train.checkpoint as ckpt_mod
 import transip_md.train.trainer as trainer_module
 from transip_md.train.config import TrainConfig
 from transip_md.train.metrics import symmetry_metrics
@@ -76,6 +79,18 @@ def plain_copy(path: str, folder: Path) -> str:
             shutil.copyfileobj(src, dst)
         os.replace(tmp, plain)
     return str(plain)
+
+
+def append_line(path: Path, line: str) -> None:
+    """One ``write`` on an O_APPEND file: processes of a split study (e.g. ``--kinds global`` and ``--kinds
+    local`` side by side) can append to the same jsonl without interleaving."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = (line + "\n").encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(f"{path}: short write")
+    finally:
+        os.close(fd)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -122,7 +137,7 @@ def run_config(args, kind: str, mode: str, size: int, seed: int, data: str, out:
         model["n_rope_freqs"] = 1
     return TrainConfig(
         data=[data],
-        output=str(Path("runs") / "bench-equivariance" / f"{kind}-{mode}-{size}-s{seed}"),  # nothing is written
+        output=str(out / "in_progress" / f"{kind}-{mode}-{size}-s{seed}"),  # the unfinished run's state (resume)
         equivariance=eq,
         align=align or "pooled",
         align_weight=args.align_weight,
@@ -142,34 +157,57 @@ def run_config(args, kind: str, mode: str, size: int, seed: int, data: str, out:
     )
 
 
+STATE_FILE = "study_state.pt"
+
+
+def _save_state(tr: Trainer, fit: dict) -> None:
+    """The trainer's own checkpoint plus the study's bookkeeping, after every epoch (atomic), so a run that is
+    killed (a session ends) continues from its last finished epoch when the study is started again."""
+    ckpt_mod.save_atomic({**tr._checkpoint(), "study": fit}, Path(tr.cfg.output) / STATE_FILE)
+
+
+def _load_state(tr: Trainer) -> dict | None:
+    """Resume ``tr`` from its run folder's study state; the study's bookkeeping, or None to start afresh."""
+    path = Path(tr.cfg.output) / STATE_FILE
+    if not path.exists():
+        return None
+    tr._resume(str(path))
+    fit = ckpt_mod.load_checkpoint(path)["study"]
+    print(f"{tr.cfg.output}: resumed after epoch {tr.epoch} ({fit['train_s']:.0f} s trained)", flush=True)
+    return fit
+
+
 def train_until_plateau(tr: Trainer, args) -> dict:
-    """Epochs until the validation force MAE stops improving; the best EMA weights end up in ``tr.model``."""
-    best, best_epoch, best_state, curve, stopped = math.inf, 0, None, [], "max_epochs"
-    t0 = time.time()
-    while tr.epoch < args.max_epochs:
+    """Epochs until the validation force MAE stops improving; the best EMA weights end up in ``tr.model``.
+    Resumes from the run folder's study state when there is one (the clock continues from its training time)."""
+    fit = _load_state(tr) or {
+        "best": math.inf, "best_epoch": 0, "best_state": None, "curve": [], "stopped": "max_epochs", "train_s": 0.0
+    }  # fmt: skip
+    t0 = time.time() - fit["train_s"]
+    while tr.epoch < args.max_epochs and fit["stopped"] == "max_epochs":
         train = tr._train_epoch()
         metrics, _ = tr.validate()
         tr.epoch += 1
         mae = metrics["val_force_mae_meV_per_A"]
-        curve.append({"epoch": tr.epoch, "step": tr.step, "time_s": time.time() - t0, "train": train, **metrics})
-        if mae < best * (1.0 - args.min_delta):
-            best, best_epoch = mae, tr.epoch
-            best_state = copy.deepcopy(tr.ema.shadow)
-        if tr.epoch - best_epoch >= args.patience:
-            stopped = "plateau"
-            break
-        if time.time() - t0 > args.run_budget:
-            stopped = "budget"
-            break
+        fit["curve"].append({"epoch": tr.epoch, "step": tr.step, "time_s": time.time() - t0, "train": train, **metrics})
+        if mae < fit["best"] * (1.0 - args.min_delta):
+            fit["best"], fit["best_epoch"] = mae, tr.epoch
+            fit["best_state"] = copy.deepcopy(tr.ema.shadow)
+        if tr.epoch - fit["best_epoch"] >= args.patience:
+            fit["stopped"] = "plateau"
+        elif time.time() - t0 > args.run_budget:
+            fit["stopped"] = "budget"
+        fit["train_s"] = time.time() - t0
+        _save_state(tr, fit)
     with torch.no_grad():
         for name, p in tr.model.named_parameters():
-            p.copy_(best_state[name])
+            p.copy_(fit["best_state"][name])
     return {
-        "curve": curve,
-        "best_epoch": best_epoch,
+        "curve": fit["curve"],
+        "best_epoch": fit["best_epoch"],
         "epochs": tr.epoch,
-        "train_s": time.time() - t0,
-        "stopped": stopped,
+        "train_s": fit["train_s"],
+        "stopped": fit["stopped"],
     }
 
 
@@ -295,8 +333,8 @@ def main(argv=None) -> None:
                         break
                     row = one_run(args, kind, mode, size, seed, train_data, out)
                     done.append(row)
-                    with open(jsonl, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
+                    append_line(jsonl, json.dumps(row))
+                    shutil.rmtree(run_config(args, kind, mode, size, seed, train_data, out).output)
                     print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     md = table(done, args, data)
     print(md)

@@ -1,0 +1,64 @@
+"""bench/equivariance.py is a study that spans sessions: a run killed between epochs must continue from its saved
+state and end exactly where an uninterrupted run ends (same weights, same numbers), and the state must go away
+once the run is recorded."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from transip_md.data import legacy_dataset_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_equivariance", ROOT / "bench" / "equivariance.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_study_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    bench = _load_bench()
+    monkeypatch.chdir(tmp_path)  # the decompressed data copy goes to ./runs
+    args = [
+        "--data", str(legacy_dataset_path()), "--sizes", "24", "--seeds", "0", "--kinds", "local",
+        "--modes", "augment", "--max-epochs", "4", "--patience", "10", "--val-frames", "8",
+        "--d-model", "24", "--heads", "2", "--sym-structures", "2", "--sym-rotations", "2",
+    ]  # fmt: skip
+    bench.main([*args, "--out", str(tmp_path / "whole")])
+
+    real_save, saves = bench._save_state, []
+
+    def save_then_die(tr, fit):
+        real_save(tr, fit)
+        saves.append(tr.epoch)
+        if len(saves) == 2:
+            raise Killed  # the session ends after epoch 2
+
+    monkeypatch.setattr(bench, "_save_state", save_then_die)
+    with pytest.raises(Killed):
+        bench.main([*args, "--out", str(tmp_path / "split")])
+    state = tmp_path / "split" / "in_progress" / "local-augment-24-s0" / bench.STATE_FILE
+    assert state.exists()
+    assert not (tmp_path / "split" / "equivariance_runs.jsonl").exists()
+    bench.main([*args, "--out", str(tmp_path / "split")])
+    assert saves == [1, 2, 3, 4]  # epochs 3 and 4 ran after the restart, not 1 and 2 again
+    assert not state.parent.exists()
+
+    whole, split = (json.loads((tmp_path / d / "equivariance_runs.jsonl").read_text()) for d in ("whole", "split"))
+    for key in ("force_mae", "energy_mae", "sym_energy", "sym_force", "steps", "best_epoch", "epochs"):
+        assert split[key] == whole[key], key
+    assert [c["val_force_mae_meV_per_A"] for c in split["curve"]] == [
+        c["val_force_mae_meV_per_A"] for c in whole["curve"]
+    ]
