@@ -116,6 +116,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sym-structures", type=int, default=8)
     ap.add_argument("--sym-rotations", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (TrainConfig.device)")
     ap.add_argument("--out", default=None, help="results folder (default bench/results; smoke: runs/...)")
     ap.add_argument("--smoke", action="store_true", help="tiny settings, < 2 minutes, not a result")
     ap.add_argument("--report-only", action="store_true", help="table and plot from the runs already in --out")
@@ -150,6 +151,7 @@ def run_config(args, kind: str, mode: str, size: int, seed: int, data: str, out:
         seed=seed,
         split_seed=0,
         threads=args.threads,
+        device=args.device,
         model=model,
         symmetry_structures=0,  # measured once, on the best weights
         progress=False,
@@ -227,7 +229,7 @@ def one_run(args, kind: str, mode: str, size: int, seed: int, data: str, out: Pa
         "sym_energy": sym["sym_energy_std_meV"], "sym_force": sym["sym_force_rms_meV_per_A"],
         "best_epoch": fit["best_epoch"], "epochs": fit["epochs"], "stopped": fit["stopped"],
         "steps": tr.step, "train_s": fit["train_s"],
-        "time_to_best_s": best["time_s"], "host": platform.node(), "threads": args.threads,
+        "time_to_best_s": best["time_s"], "host": platform.node(), "threads": args.threads, "device": args.device,
         "curve": [{k: r[k] for k in ("epoch", "step", "time_s", "val_force_mae_meV_per_A")} for r in fit["curve"]],
     }  # fmt: skip
 

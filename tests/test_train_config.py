@@ -220,3 +220,18 @@ def test_train_without_data_reads_the_shipped_set_and_the_bond_supplement():
     cfg = build_train_config(build_parser().parse_args(["train"]))
     assert cfg.data == [str(p) for p in default_training_paths()]
     assert all(p.exists() for p in default_training_paths())
+
+
+def test_device_is_checked_before_any_data_is_read(tmp_path):
+    """--device: a misspelt device and a GPU this torch cannot use are refused by name (no data read)."""
+    import torch
+
+    from transip_md.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="device must be cpu, cuda or cuda:N, got 'gpu'"):
+        TrainConfig(data=["missing.xyz"], device="gpu").check()
+    args = build_parser().parse_args(["train", "--data", "missing.xyz", "--device", "cuda:7", "-o", str(tmp_path)])
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs: cuda:7 is a real device")
+    with pytest.raises(ConfigError, match="cuda:7"):
+        build_train_config(args)

@@ -48,6 +48,15 @@ def _module(model: CompiledModel | TransIP) -> torch.nn.Module:
     return model.module if isinstance(model, CompiledModel) else model
 
 
+def model_device(model: CompiledModel | TransIP) -> torch.device:
+    """Where the model's weights live (a loaded model file: the device it was loaded to)."""
+    if isinstance(model, CompiledModel):
+        return model.device
+    for tensor in (*model.buffers(), *model.parameters()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def topology(model: CompiledModel | TransIP, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> EdgeTopology:
     """Edges the model needs: all pairs (global mode) or pairs within the cutoff (local mode)."""
     return edge_topology(model_cutoff(model), positions, cell, pbc)

@@ -9,7 +9,7 @@ from ase import Atoms
 from scipy.spatial.transform import Rotation
 
 from .compiled import CompiledModel
-from .evaluate import predict
+from .evaluate import model_device, predict
 from .transip import TransIP
 
 
@@ -31,12 +31,13 @@ def symmetry_error(
     """
     charge = int(atoms.info.get("charge", 0))
     spin = int(atoms.info.get("spin", 1))
+    device = model_device(model)  # evaluated where the model is
     centre = atoms.get_center_of_mass()
     energies, forces_back = [], []
     for rot in haar_rotations(n_rotations, seed):
         pos = (atoms.positions - centre) @ rot.T + centre
         cell = np.asarray(atoms.cell) @ rot.T
-        pred = predict(model, atoms.numbers, pos, cell, atoms.pbc, charge, spin)
+        pred = predict(model, atoms.numbers, pos, cell, atoms.pbc, charge, spin, device=device)
         energies.append(pred.energy)
         forces_back.append(pred.forces @ rot)  # R^T F for row vectors
     e = np.array(energies)

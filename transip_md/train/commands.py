@@ -159,6 +159,7 @@ _TRAIN_FLAGS = {
     "dtype": "dtype",
     "seed": "seed",
     "threads": "threads",
+    "device": "device",
     "resume": "resume",
     "init_from": "init_from",
     "cutoff": "model.cutoff",
@@ -185,8 +186,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         help="train a TransIP model (writes checkpoints, log.csv, plots and model.pt)",
         description="Train a TransIP model. Defaults are TrainConfig's; a --config file replaces them, and "
         "flags override both. `--resume RUN` alone continues RUN with its config.json; with it, only "
-        "--epochs, --max-steps, --time-budget, --lr, --warmup-steps (and output/progress/threads switches) may "
-        "change. "
+        "--epochs, --max-steps, --time-budget, --lr, --warmup-steps (and output/progress/threads/device switches) "
+        "may change. "
         f"Model rule: {MODEL_RULE}.",
     )
     p.add_argument("--config", help="YAML or TOML file with TrainConfig keys; flags below override it")
@@ -261,6 +262,10 @@ def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], help=_with_default(d, "dtype", "model precision"))
     p.add_argument("--seed", type=int, help=_with_default(d, "seed", "initial weights, batch order, rotations"))
     p.add_argument("--threads", type=int, help=_with_default(d, "threads", "torch threads per process (0: torch's)"))
+    p.add_argument(
+        "--device",
+        help=_with_default(d, "device", "cpu, cuda (under torchrun: each process's LOCAL_RANK GPU) or cuda:N"),
+    )
 
 
 def _add_model_flags(p: argparse.ArgumentParser, d: dict, rule: str) -> None:

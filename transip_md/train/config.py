@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ RESUMABLE_KEYS = frozenset(
         "progress",
         "plots",
     }
-    | {"threads", "deterministic"}
+    | {"threads", "deterministic", "device"}
 )
 
 #: Keys added after runs were already stored, with the value an older config.json (without the key) meant:
@@ -88,6 +89,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     threads: int = 0  # torch threads per process (0: torch's default)
+    #: Where the model trains: "cpu", "cuda" (under torchrun: the process's LOCAL_RANK GPU) or "cuda:N".
+    #: Checkpoints and exported model files are device-independent (loaded to the CPU, exported from the CPU).
+    device: str = "cpu"
     # validation and output
     output: str = "runs/transip"
     symmetry_structures: int = 4
@@ -130,6 +134,7 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
+        check_device(self.device)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if isinstance(self.data, str):
@@ -149,6 +154,23 @@ class TrainConfig:
             TransIPConfig.from_dict(mcfg)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model config: {exc}; rule: {MODEL_RULE}") from exc
+
+
+def check_device(device: str) -> None:
+    """Refuse a device string torch cannot use here, naming it (before any data is read)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r}: no CUDA GPU is usable here (torch {torch.__version__}, "
+                "torch.cuda.is_available() is False); train with device cpu or install a CUDA build of torch"
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import io
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +332,14 @@ class Batch:
     @property
     def n_structures(self) -> int:
         return int(self.charge.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device`` (itself when it is there already)."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, Tensor):
+                moved[name] = value.to(device)
+        return Batch(**moved)
 
     def edge_vectors(self, rotations: Tensor | None = None) -> Tensor:
         """r_j - r_i (+ shift) in Å; rotated by each structure's rotation (B, 3, 3) when given."""

@@ -234,7 +234,8 @@ def evaluate_batch(
     else:
         features = None
         per_atom = model(*batch_inputs(batch, vec))
-    energy = torch.zeros(batch.n_structures, dtype=torch.float64).index_add(0, batch.batch, per_atom)
+    energy = torch.zeros(batch.n_structures, dtype=torch.float64, device=per_atom.device)
+    energy = energy.index_add(0, batch.batch, per_atom)
     (grad,) = torch.autograd.grad(energy.sum(), vec, create_graph=training)
     grad = grad.to(torch.float64)
     forces = forces_from_edge_gradient(grad, batch.edge_index, batch.species.shape[0])  # out of place: keeps the graph

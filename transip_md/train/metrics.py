@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.evaluate import model_device
 from .data import Frame, TopologyCache, collate, frame_to_atoms, make_batches
 from .losses import evaluate_batch
 
@@ -15,13 +16,14 @@ from .losses import evaluate_batch
 def predict_frames(
     model: torch.nn.Module, frames: Sequence[Frame], ids: Sequence[int], topologies: TopologyCache, max_atoms: int
 ) -> dict[int, tuple[float, np.ndarray]]:
-    """{frame id: (energy eV, forces eV/Å)} for ``ids`` (batched, no parameter gradients)."""
+    """{frame id: (energy eV, forces eV/Å)} for ``ids`` (batched, no parameter gradients), on the model's device."""
+    device = model_device(model)
     out: dict[int, tuple[float, np.ndarray]] = {}
     for group in make_batches(ids, frames, max_atoms):
-        batch = collate(group, frames, topologies)
+        batch = collate(group, frames, topologies).to(device)
         res = evaluate_batch(model, batch, training=False)
-        e = res.energy.detach().numpy()
-        f = res.forces.detach().numpy()
+        e = res.energy.detach().cpu().numpy()
+        f = res.forces.detach().cpu().numpy()
         start = 0
         for b, i in enumerate(group):
             n = frames[i].n_atoms

@@ -1,12 +1,16 @@
 """The training loop: AdamW, warm-up + cosine, gradient clipping, EMA, validation, checkpoints, data parallel.
 
-Data parallel (``torchrun --nproc_per_node K transip-md train ...``): every process reads the data and
-builds the same global batches (seeded per epoch); process r takes structures r, r+K, ... of each global
-batch. Each process's loss is its partial sum divided by the GLOBAL counts, and the gradients are summed
-with ``all_reduce`` (gloo on CPU, nccl on GPU): the update equals the one-process update for the same
-global batch up to floating-point summation order. Gradients are reduced explicitly rather than through
-the ``DistributedDataParallel`` wrapper because the learned-equivariance loss calls the network twice per
-step and the force loss needs a double backward, two things DDP's bucketed hooks do not support.
+Data parallel (``torchrun --nproc_per_node K transip-md train ...``): every process reads the data and builds the
+same global batches (seeded per epoch); process r takes structures r, r+K, ... of each global batch. Each process's
+loss is its partial sum divided by the GLOBAL counts, and the gradients are summed with ``all_reduce`` (gloo on
+CPU; nccl with ``device: cuda``, process r on GPU LOCAL_RANK): the update equals the one-process update for the
+same global batch up to floating-point summation order. Gradients are reduced explicitly rather than through the
+``DistributedDataParallel`` wrapper because the learned-equivariance loss calls the network twice per step and the
+force loss needs a double backward, two things DDP's bucketed hooks do not support.
+
+Device (``TrainConfig.device``): the model, alignment network, EMA weights and each batch live on it; data,
+topologies, batch order and rotations are made on the CPU, so they are the same as a CPU run's. Checkpoints
+load to the CPU and ``model.pt`` is exported from the CPU.
 
 Resuming is exact: the batch order and the rotations of epoch e are drawn from generators seeded with
 (seed, e), and the checkpoint (written after every epoch) holds the model, EMA, optimizer, scheduler and
@@ -61,20 +65,29 @@ RUN_FILES = ("last.pt", "best.pt", "model.pt", "log.csv", "config.json", "data_s
 class DistInfo:
     rank: int = 0
     world: int = 1
+    #: where collective operations put their tensors (nccl needs them on the process's GPU)
+    device: torch.device = torch.device("cpu")
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def setup_distributed() -> DistInfo:
+def training_device(name: str) -> torch.device:
+    """The torch device of TrainConfig.device: "cuda" under torchrun is the process's LOCAL_RANK GPU."""
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cuda", 0) if name == "cuda" else torch.device(name)
+
+
+def setup_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun process group (gloo on the CPU, nccl on GPUs); one process: nothing to join."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo()
+        return DistInfo(device=device)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size())
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), device)
 
 
 def _spread(ids: list[int], n: int) -> list[int]:
@@ -127,9 +140,9 @@ def lr_lambda_factory(warmup: int, total: int, min_ratio: float, time_progress=N
 def _all_reduce_sum(x: np.ndarray, info: DistInfo) -> np.ndarray:
     if info.world == 1:
         return x
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).to(info.device)
     dist.all_reduce(t)
-    return t.numpy()
+    return t.cpu().numpy()
 
 
 def _model_config_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -142,7 +155,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         cfg.check()  # the model architecture too, before any data is read
         self.cfg = cfg
-        self.info = setup_distributed()
+        self.device = training_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.info = setup_distributed(self.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
@@ -223,8 +239,11 @@ class Trainer:
         self.model.state_energy.set_linear(torch.from_numpy(baseline.state_weights))
         if cfg.init_from:
             self._init_from(cfg.init_from)
+        self.model.to(self.device)
         dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.transform = alignment_from_config(cfg, self.model_config.d_model, dtype)
+        if self.transform is not None:
+            self.transform.to(self.device)
         self._build_optimizer()
         self.ema = EMA(self.model, cfg.ema_decay)
         self.topologies = TopologyCache(self.frames, self.model_config.cutoff)
@@ -307,7 +326,7 @@ class Trainer:
         if ck["data_hash"] != self.data_hash:
             raise CheckpointError(f"{path}: checkpoint was trained on different data (hash mismatch)")
         self.model.load_state_dict(ck["model_state"])
-        self.ema.shadow = {k: v.clone() for k, v in ck["ema_state"].items()}
+        self.ema.shadow = {k: v.to(self.device, copy=True) for k, v in ck["ema_state"].items()}
         if self.transform is not None:
             self.transform.load_state_dict(ck["transform_state"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -381,9 +400,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=False)
         parts: dict[str, float] = {}
         if mine:
-            batch = collate([global_ids[k] for k in mine], self.frames, self.topologies)
+            batch = collate([global_ids[k] for k in mine], self.frames, self.topologies).to(self.device)
             loss, parts = training_loss(
-                self.model, self.transform, batch, cfg.equivariance, rot_all[mine],
+                self.model, self.transform, batch, cfg.equivariance, rot_all[mine].to(self.device),
                 cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms,
             )  # fmt: skip
             loss.backward()
