@@ -153,6 +153,7 @@ _TRAIN_FLAGS = {
     "energy_weight": "energy_weight",
     "force_weight": "force_weight",
     "align_weight": "align_weight",
+    "vertical_weight": "vertical_weight",
     "align": "align",
     "align_loss": "align_loss",
     "align_temperature": "align_temperature",
@@ -247,6 +248,13 @@ def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--energy-weight", type=float, help=_with_default(d, "energy_weight", "on (eV/atom)^2"))
     p.add_argument("--force-weight", type=float, help=_with_default(d, "force_weight", "on (eV/Å)^2"))
     p.add_argument("--align-weight", type=float, help=_with_default(d, "align_weight", "learned-equivariance loss"))
+    p.add_argument(
+        "--vertical-weight",
+        type=float,
+        help=_with_default(
+            d, "vertical_weight", "loss on energy differences between charge/spin states of one geometry (eV^2)"
+        ),
+    )
     p.add_argument(
         "--align",
         choices=["pooled", "atoms"],

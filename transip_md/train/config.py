@@ -66,6 +66,9 @@ class TrainConfig:
     energy_weight: float = 1.0  # on (eV/atom)^2
     force_weight: float = 1.0  # on (eV/Å)^2
     align_weight: float = 1.0
+    #: Weight of the vertical-gap loss (eV^2; losses.py): errors of energy differences between the charge/spin
+    #: states of one geometry. > 0 batches the states of a geometry together. 0: off (the loss before it existed).
+    vertical_weight: float = 0.0
     # learned mode: 'pooled' (the paper's: mean-pooled final embeddings of two rotated views) or 'atoms'
     # (per-atom features); alignment loss 'mse' (normalised embeddings) or 'infonce' (contrastive over the
     # batch, temperature align_temperature); align_stop_gradient detaches the target view. docs/training.md
@@ -124,6 +127,8 @@ class TrainConfig:
             raise ConfigError(f"align must be pooled or atoms, got {self.align!r}")
         if self.align_loss not in ("mse", "infonce") or (self.align == "atoms" and self.align_loss != "mse"):
             raise ConfigError(f"align_loss must be mse or infonce (atoms: mse only), got {self.align_loss!r}")
+        if not self.vertical_weight >= 0.0:
+            raise ConfigError(f"vertical_weight must be >= 0, got {self.vertical_weight}")
         if self.align_temperature <= 0:
             raise ConfigError(f"align_temperature must be > 0, got {self.align_temperature}")
         if self.dtype not in ("float32", "float64"):

@@ -289,25 +289,54 @@ def split(frames: Sequence[Frame], val_fraction: float, seed: int = 0) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------- batches
+def geometry_key(frame: Frame, index: int) -> tuple:
+    """Frames with the same key are one geometry in several charge/spin states (vertical group); a frame
+    without a geometry id is a group of its own."""
+    if frame.geometry_id < 0:
+        return ("frame", index)
+    return (frame.mol_id, frame.source.rpartition(":")[0] or frame.source, frame.geometry_id)
+
+
+def geometry_units(indices: Sequence[int], frames: Sequence[Frame]) -> list[list[int]]:
+    """``indices`` grouped by :func:`geometry_key`, groups in order of first appearance."""
+    units: dict[tuple, list[int]] = {}
+    for i in indices:
+        units.setdefault(geometry_key(frames[i], i), []).append(i)
+    return list(units.values())
+
+
 def make_batches(
-    indices: Sequence[int], frames: Sequence[Frame], max_atoms: int, rng: np.random.Generator | None = None
+    indices: Sequence[int],
+    frames: Sequence[Frame],
+    max_atoms: int,
+    rng: np.random.Generator | None = None,
+    keep_geometries: bool = False,
 ) -> list[list[int]]:
-    """Pack frames (shuffled with ``rng`` if given) greedily into batches of at most ``max_atoms`` atoms."""
-    order = list(indices)
+    """Pack frames (shuffled with ``rng`` if given) greedily into batches of at most ``max_atoms`` atoms.
+
+    ``keep_geometries``: shuffle and pack whole geometry groups (:func:`geometry_units`), so the states of
+    one geometry share a batch (what the vertical-gap loss compares); a group larger than ``max_atoms`` is
+    packed in parts.
+    """
+    units = geometry_units(indices, frames) if keep_geometries else [[i] for i in indices]
     if rng is not None:
-        order = [order[i] for i in rng.permutation(len(order))]
+        units = [units[i] for i in rng.permutation(len(units))]
     batches: list[list[int]] = []
     current: list[int] = []
     n = 0
-    for i in order:
-        size = frames[i].n_atoms
-        if size > max_atoms:
-            raise DataError(f"{frames[i].source}: {size} atoms exceed max_atoms={max_atoms}")
-        if current and n + size > max_atoms:
+    for unit in units:
+        if current and n + sum(frames[i].n_atoms for i in unit) > max_atoms:
             batches.append(current)
             current, n = [], 0
-        current.append(i)
-        n += size
+        for i in unit:
+            size = frames[i].n_atoms
+            if size > max_atoms:
+                raise DataError(f"{frames[i].source}: {size} atoms exceed max_atoms={max_atoms}")
+            if current and n + size > max_atoms:
+                batches.append(current)
+                current, n = [], 0
+            current.append(i)
+            n += size
     if current:
         batches.append(current)
     return batches
@@ -328,6 +357,7 @@ class Batch:
     energy: Tensor  # (B,) float64 eV
     forces: Tensor  # (N, 3) float64 eV/Å
     frame_ids: list[int]
+    geometry: Tensor | None = None  # (B,) long: structures with the same value are one geometry (vertical group)
 
     @property
     def n_structures(self) -> int:
@@ -400,7 +430,14 @@ def collate(frame_ids: Sequence[int], frames: Sequence[Frame], topologies: Topol
         energy=torch.tensor([f.energy for f in sel], dtype=torch.float64),
         forces=torch.from_numpy(np.concatenate(forces)),
         frame_ids=list(frame_ids),
+        geometry=torch.tensor(_group_labels([geometry_key(frames[i], i) for i in frame_ids]), dtype=torch.long),
     )
+
+
+def _group_labels(keys: Sequence[tuple]) -> list[int]:
+    """0, 1, ... per distinct key, in order of first appearance."""
+    seen: dict[tuple, int] = {}
+    return [seen.setdefault(k, len(seen)) for k in keys]
 
 
 def frame_to_atoms(frame: Frame):

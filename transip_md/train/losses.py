@@ -5,7 +5,16 @@ force loss can be back-propagated: a double backward through the model).
 
 Loss of one batch of B structures with N atoms (eV, Å):
 
-    L_EF(x) = w_E * mean_b ((E_b - E*_b) / n_b)^2  +  w_F * mean_{i,c} (F_ic - F*_ic)^2
+    L_EF(x) = w_E * mean_b ((E_b - E*_b) / n_b)^2  +  w_F * mean_{i,c} (F_ic - F*_ic)^2  [+ w_V * L_V]
+
+Vertical-gap term (``w_V`` = ``vertical_weight`` > 0; the trainer then batches the charge/spin states of one
+geometry together): with d_b = E_b - E*_b (eV) and g(b) the geometry of structure b,
+
+    L_V = 1/B sum_b (d_b - mean_{c: g(c) = g(b)} d_c)^2
+
+i.e. the error of every energy difference between states of one geometry (vertical ionisation energy,
+electron affinity, singlet-triplet gap; for two states L_V sums (gap error)^2 / 2), in eV^2, not per atom:
+a vertical gap is a whole-molecule quantity. A structure alone in its geometry adds 0.
 
 Equivariance modes (rotations drawn uniformly from SO(3) per structure and step, :func:`draw_rotations`):
 
@@ -250,13 +259,30 @@ def energy_force_loss(
     w_force: float,
     n_structures: int,
     n_atoms: int,
+    w_vertical: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """Sums over this batch divided by the GLOBAL structure / atom counts (so data-parallel shards add up)."""
     de = (out.energy - batch.energy) / batch.n_atoms
     df = out.forces - ref_forces
     le = (de**2).sum() / n_structures
     lf = (df**2).sum() / (3 * n_atoms)
-    return w_energy * le + w_force * lf, {"loss_energy": float(le.detach()), "loss_force": float(lf.detach())}
+    loss = w_energy * le + w_force * lf
+    parts = {"loss_energy": float(le.detach()), "loss_force": float(lf.detach())}
+    if w_vertical > 0.0:
+        lv = vertical_gap_loss(out.energy - batch.energy, batch.geometry) / n_structures
+        loss = loss + w_vertical * lv
+        parts["loss_vertical"] = float(lv.detach())
+    return loss, parts
+
+
+def vertical_gap_loss(errors: Tensor, geometry: Tensor) -> Tensor:
+    """sum_b (d_b - mean of d over b's geometry)^2 (eV^2) for energy errors ``errors`` (B,) and geometry labels."""
+    n_groups = int(geometry.max()) + 1
+    sums = torch.zeros(n_groups, dtype=errors.dtype, device=errors.device).index_add(0, geometry, errors)
+    counts = torch.zeros(n_groups, dtype=errors.dtype, device=errors.device).index_add(
+        0, geometry, torch.ones_like(errors)
+    )
+    return ((errors - (sums / counts)[geometry]) ** 2).sum()
 
 
 def views(rotations: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
@@ -282,6 +308,7 @@ def training_loss(
     w_align: float,
     n_structures: int | None = None,
     n_atoms: int | None = None,
+    w_vertical: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """The loss of one batch for equivariance ``mode`` (formulas in the module docstring).
 
@@ -296,21 +323,21 @@ def training_loss(
     na = int(batch.species.shape[0]) if n_atoms is None else n_atoms
     if mode == "none":
         out = evaluate_batch(model, batch)
-        return energy_force_loss(out, batch, batch.forces, w_energy, w_force, ns, na)
+        return energy_force_loss(out, batch, batch.forces, w_energy, w_force, ns, na, w_vertical)
     if rotations is None:
         raise ValueError(f"mode {mode!r} needs rotations for each structure")
     if mode == "augment":
         rot = rotations.to(torch.float64)
         out = evaluate_batch(model, batch, rot)
-        return energy_force_loss(out, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na)
+        return energy_force_loss(out, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na, w_vertical)
     if transform is None:
         raise ValueError("mode 'learned' needs the alignment network (build_alignment)")
     rot_a, rot_b, rel = views(rotations)
     out_a = evaluate_batch(model, batch, rot_a, want_features=True)
     out_b = evaluate_batch(model, batch, rot_b, want_features=True)
     ref_a = batch.forces if rot_a is None else batch.rotated_forces(rot_a)
-    l_a, parts_a = energy_force_loss(out_a, batch, ref_a, w_energy, w_force, ns, na)
-    l_b, parts_b = energy_force_loss(out_b, batch, batch.rotated_forces(rot_b), w_energy, w_force, ns, na)
+    l_a, parts_a = energy_force_loss(out_a, batch, ref_a, w_energy, w_force, ns, na, w_vertical)
+    l_b, parts_b = energy_force_loss(out_b, batch, batch.rotated_forces(rot_b), w_energy, w_force, ns, na, w_vertical)
     align = transform.loss(out_a.features, out_b.features, rel, batch, ns, na)
     loss = 0.5 * (l_a + l_b) + w_align * align
     parts = {k: 0.5 * (parts_a[k] + parts_b[k]) for k in parts_a}

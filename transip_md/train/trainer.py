@@ -49,7 +49,7 @@ from . import checkpoint as ckpt_mod
 from .baseline import fit_energy_baseline
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig
-from .data import TopologyCache, collate, data_hash, make_batches, read_frames, statistics
+from .data import TopologyCache, collate, data_hash, geometry_key, make_batches, read_frames, statistics
 from .heldout import partition
 from .losses import alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
@@ -155,6 +155,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         cfg.check()  # the model architecture too, before any data is read
         self.cfg = cfg
+        self.by_geometry = cfg.vertical_weight > 0.0  # batch the states of one geometry together
         self.device = training_device(cfg.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -274,7 +275,7 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
         )
-        self.steps_per_epoch = len(make_batches(self.train_ids, self.frames, cfg.max_atoms))
+        self.steps_per_epoch = len(make_batches(self.train_ids, self.frames, cfg.max_atoms, None, self.by_geometry))
         total = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
@@ -374,7 +375,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         rng = np.random.default_rng([cfg.seed, self.epoch])
         gen = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + self.epoch)
-        batches = make_batches(self.train_ids, self.frames, cfg.max_atoms, rng=rng)
+        batches = make_batches(self.train_ids, self.frames, cfg.max_atoms, rng=rng, keep_geometries=self.by_geometry)
         self.model.train()
         sums: dict[str, float] = {}
         n_done = 0
@@ -396,14 +397,14 @@ class Trainer:
         """One optimizer step on a global batch (this process's share of it); the loss parts, summed over ranks."""
         cfg, info = self.cfg, self.info
         n_atoms = sum(self.frames[i].n_atoms for i in global_ids)
-        mine = list(range(info.rank, len(global_ids), info.world))
+        mine = self._my_share(global_ids)
         self.optimizer.zero_grad(set_to_none=False)
         parts: dict[str, float] = {}
         if mine:
             batch = collate([global_ids[k] for k in mine], self.frames, self.topologies).to(self.device)
             loss, parts = training_loss(
                 self.model, self.transform, batch, cfg.equivariance, rot_all[mine].to(self.device),
-                cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms,
+                cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms, cfg.vertical_weight,
             )  # fmt: skip
             loss.backward()
             parts["loss"] = float(loss.detach())
@@ -419,6 +420,16 @@ class Trainer:
         self.ema.update(self.model, self.step)
         return parts
 
+    def _my_share(self, global_ids: list[int]) -> list[int]:
+        """Positions in the global batch this process computes: every K-th structure, or with the vertical-gap
+        loss every K-th geometry (all its states on one process, so the loss sums exactly as on one process)."""
+        world, rank = self.info.world, self.info.rank
+        if not self.by_geometry:
+            return list(range(rank, len(global_ids), world))
+        labels = [geometry_key(self.frames[i], i) for i in global_ids]
+        order = {key: n for n, key in enumerate(dict.fromkeys(labels))}
+        return [k for k, key in enumerate(labels) if order[key] % world == rank]
+
     def _reduce(self, params: list[torch.Tensor], parts: dict[str, float]) -> dict[str, float]:
         """Sum the gradients and the loss parts over the processes."""
         flat = torch.cat([p.grad.reshape(-1) for p in params])
@@ -427,7 +438,7 @@ class Trainer:
         for p in params:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
-        keys = ["loss", "loss_energy", "loss_force", "loss_align"]
+        keys = ["loss", "loss_energy", "loss_force", "loss_align", "loss_vertical"]
         vals = _all_reduce_sum(np.array([parts.get(k, 0.0) for k in keys]), self.info)
         return {k: float(v) for k, v in zip(keys, vals, strict=True)}
 
