@@ -270,7 +270,17 @@ def table(rows: list[dict], args, data: str) -> str:
                 )
     zero = rows[0]["zero_force_mae"] if rows else math.nan
     lines += ["", f"Zero-force MAE of the validation frames: {zero:.1f} meV/Å ({rows[0]['val_frames']} frames)."]
+    lines += ["", f"Where the runs ran: {where_ran(rows)}."]
     return "\n".join(lines)
+
+
+def where_ran(rows: list[dict]) -> str:
+    """'host (device, K threads): n runs; ...' over ``rows`` (runs before the device flag ran on the CPU)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = f"{r['host']} ({r.get('device', 'cpu')}, {r['threads']} thread{'s' if r['threads'] != 1 else ''})"
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k}: {n} run{'s' if n != 1 else ''}" for k, n in sorted(counts.items()))
 
 
 def plot(rows: list[dict], path: Path) -> None:
