@@ -101,3 +101,21 @@ def test_torchrun_two_processes_match_one_with_the_vertical_loss(tmp_path, whole
     for a, b in zip(one, two, strict=True):
         for key in ("train_loss", "train_loss_vertical", "val_force_mae_meV_per_A", "val_energy_mae_meV"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-9, abs=1e-12), key
+
+
+def test_data_without_geometry_ids_is_reported(tmp_path, caplog, whole_molecules):
+    """extxyz frames carry no geometry ids: --vertical-weight says its loss is 0 instead of silently doing nothing."""
+    from transip_md.data import legacy_dataset_path
+    from transip_md.train.config import TrainConfig
+    from transip_md.train.trainer import Trainer
+
+    def build(data):
+        model = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_rope_freqs": 1, "n_rbf": 16, "cutoff": 4.0}
+        cfg = TrainConfig(data=[str(data)], output=str(tmp_path), vertical_weight=0.1, model=model, progress=False)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="transip_md.train.trainer"):
+            Trainer(cfg)
+        return caplog.text
+
+    assert "the vertical-gap loss is 0" in build(legacy_dataset_path())
+    assert "vertical-gap loss: " in build(whole_molecules)

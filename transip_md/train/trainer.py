@@ -49,7 +49,16 @@ from . import checkpoint as ckpt_mod
 from .baseline import fit_energy_baseline
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig
-from .data import TopologyCache, collate, data_hash, geometry_key, make_batches, read_frames, statistics
+from .data import (
+    TopologyCache,
+    collate,
+    data_hash,
+    geometry_key,
+    geometry_units,
+    make_batches,
+    read_frames,
+    statistics,
+)
 from .heldout import partition
 from .losses import alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
@@ -248,6 +257,8 @@ class Trainer:
         self._build_optimizer()
         self.ema = EMA(self.model, cfg.ema_decay)
         self.topologies = TopologyCache(self.frames, self.model_config.cutoff)
+        if self.by_geometry and self.info.main:
+            self._report_vertical_groups()
         self.epoch = 0  # next epoch to run
         self.step = 0
         self.best = math.inf
@@ -255,6 +266,22 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         if cfg.resume:
             self._resume(cfg.resume)
+
+    def _report_vertical_groups(self) -> None:
+        """How many training frames the vertical-gap loss can use (it needs two states of one geometry)."""
+        units = geometry_units(self.train_ids, self.frames)
+        grouped = sum(len(u) for u in units if len(u) > 1)
+        if grouped == 0:
+            logger.warning(
+                "vertical_weight %g: no two training frames are one geometry in two charge/spin states (only the "
+                "compact .npz format carries geometry ids), so the vertical-gap loss is 0",
+                self.cfg.vertical_weight,
+            )
+        else:
+            logger.info(
+                "vertical-gap loss: %d of %d training frames in %d geometries with 2-4 states",
+                grouped, len(self.train_ids), sum(len(u) > 1 for u in units),
+            )  # fmt: skip
 
     def _init_from(self, path: str) -> None:
         """Fine-tuning start: every weight and buffer (the fitted baseline too) from ``path``'s EMA model."""
