@@ -235,3 +235,15 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         pytest.skip("this machine has 8 GPUs: cuda:7 is a real device")
     with pytest.raises(ConfigError, match="cuda:7"):
         build_train_config(args)
+
+
+def test_stage_three_recipe_is_the_shipped_run():
+    """examples/train/finetune-vertical.yaml gives exactly the configuration the shipped stage-3 run stored (all but
+    where it wrote and whether it drew a progress bar)."""
+    recipe = build_train_config(
+        build_parser().parse_args(["train", "--config", str(REPO / "examples/train/finetune-vertical.yaml")])
+    ).to_dict()
+    stored = json.loads((REPO / "checkpoints/transip-small-ft2/config.json").read_text())
+    for key in ("output", "progress"):
+        recipe.pop(key), stored.pop(key)
+    assert recipe == stored
