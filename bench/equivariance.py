@@ -130,6 +130,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def in_progress_folder(out: Path, kind: str, mode: str, size: int, seed: int) -> Path:
+    """Where a run keeps its state until it is recorded in the jsonl."""
+    return out / "in_progress" / f"{kind}-{mode}-{size}-s{seed}"
+
+
 def run_config(args, kind: str, mode: str, size: int, seed: int, data: str, out: Path) -> TrainConfig:
     eq, _, align = mode.partition("-")
     model = {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads, "n_rope_freqs": 2}
@@ -138,7 +143,7 @@ def run_config(args, kind: str, mode: str, size: int, seed: int, data: str, out:
         model["n_rope_freqs"] = 1
     return TrainConfig(
         data=[data],
-        output=str(out / "in_progress" / f"{kind}-{mode}-{size}-s{seed}"),  # the unfinished run's state (resume)
+        output=str(in_progress_folder(out, kind, mode, size, seed)),  # the unfinished run's state (resume)
         equivariance=eq,
         align=align or "pooled",
         align_weight=args.align_weight,
@@ -346,7 +351,7 @@ def main(argv=None) -> None:
                     row = one_run(args, kind, mode, size, seed, train_data, out)
                     done.append(row)
                     append_line(jsonl, json.dumps(row))
-                    shutil.rmtree(run_config(args, kind, mode, size, seed, train_data, out).output)
+                    shutil.rmtree(in_progress_folder(out, kind, mode, size, seed))
                     print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     md = table(done, args, data)
     print(md)

@@ -430,11 +430,11 @@ def collate(frame_ids: Sequence[int], frames: Sequence[Frame], topologies: Topol
         energy=torch.tensor([f.energy for f in sel], dtype=torch.float64),
         forces=torch.from_numpy(np.concatenate(forces)),
         frame_ids=list(frame_ids),
-        geometry=torch.tensor(_group_labels([geometry_key(frames[i], i) for i in frame_ids]), dtype=torch.long),
+        geometry=torch.tensor(group_labels([geometry_key(frames[i], i) for i in frame_ids]), dtype=torch.long),
     )
 
 
-def _group_labels(keys: Sequence[tuple]) -> list[int]:
+def group_labels(keys: Sequence[tuple]) -> list[int]:
     """0, 1, ... per distinct key, in order of first appearance."""
     seen: dict[tuple, int] = {}
     return [seen.setdefault(k, len(seen)) for k in keys]

@@ -55,6 +55,7 @@ from .data import (
     data_hash,
     geometry_key,
     geometry_units,
+    group_labels,
     make_batches,
     read_frames,
     statistics,
@@ -453,9 +454,8 @@ class Trainer:
         world, rank = self.info.world, self.info.rank
         if not self.by_geometry:
             return list(range(rank, len(global_ids), world))
-        labels = [geometry_key(self.frames[i], i) for i in global_ids]
-        order = {key: n for n, key in enumerate(dict.fromkeys(labels))}
-        return [k for k, key in enumerate(labels) if order[key] % world == rank]
+        labels = group_labels([geometry_key(self.frames[i], i) for i in global_ids])
+        return [k for k, label in enumerate(labels) if label % world == rank]
 
     def _reduce(self, params: list[torch.Tensor], parts: dict[str, float]) -> dict[str, float]:
         """Sum the gradients and the loss parts over the processes."""
