@@ -12,7 +12,8 @@ there, so a study can be resumed or split across machines or processes, e.g. ``-
 local`` side by side); an unfinished run keeps its state after every epoch in ``--out``/in_progress/RUN/ and
 continues from there, bit for bit, when the study is started again (the folder is removed when the run is done);
 a markdown table with the seed spread and the relative gain of learned over augment at each size
-(``equivariance.md``), learning curves and error-vs-size plots (``equivariance.png``).
+(``equivariance.md``, which also lists the runs of the command not yet finished: part-trained or not started),
+learning curves and error-vs-size plots (``equivariance.png``).
 
     # the study on the shipped data set (47k frames of 3,198 molecules; 48 runs: a GPU-sized job, see
     # docs/training.md):
@@ -178,8 +179,7 @@ def _load_state(tr: Trainer) -> dict | None:
     path = Path(tr.cfg.output) / STATE_FILE
     if not path.exists():
         return None
-    tr._resume(str(path))
-    fit = ckpt_mod.load_checkpoint(path)["study"]
+    fit = tr._resume(str(path))["study"]
     print(f"{tr.cfg.output}: resumed after epoch {tr.epoch} ({fit['train_s']:.0f} s trained)", flush=True)
     return fit
 
@@ -244,7 +244,7 @@ def _stat(rows: list[dict], key: str) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
-def table(rows: list[dict], args, data: str) -> str:
+def table(rows: list[dict], args, data: str, out: Path) -> str:
     lines = [
         f"Equivariance study: `python bench/equivariance.py {args.command}`; data {Path(data).name}; d_model "
         f"{args.d_model}, {args.layers} layers, {args.heads} heads, local cutoff {args.cutoff} Å; until the "
@@ -273,10 +273,46 @@ def table(rows: list[dict], args, data: str) -> str:
                     f"| {_stat(rs, 'best_epoch')[0]:.0f} / {_stat(rs, 'epochs')[0]:.0f} "
                     f"({'/'.join(sorted({r['stopped'] for r in rs}))}) | {_stat(rs, 'train_s')[0]:.0f} | {gain} |"
                 )
-    zero = rows[0]["zero_force_mae"] if rows else math.nan
-    lines += ["", f"Zero-force MAE of the validation frames: {zero:.1f} meV/Å ({rows[0]['val_frames']} frames)."]
-    lines += ["", f"Where the runs ran: {where_ran(rows)}."]
+    if rows:
+        zero, n_val = rows[0]["zero_force_mae"], rows[0]["val_frames"]
+        lines += ["", f"Zero-force MAE of the validation frames: {zero:.1f} meV/Å ({n_val} frames)."]
+        lines += ["", f"Where the runs ran: {where_ran(rows)}."]
+    lines += progress_lines(rows, args, out)
     return "\n".join(lines)
+
+
+def wanted_runs(args) -> list[tuple[str, str, int, int]]:
+    """(kind, mode, size, seed) of every run the command's --sizes/--seeds/--kinds/--modes ask for, in run order."""
+    return [
+        (kind, mode, int(size), int(seed))
+        for size in args.sizes.split(",")
+        for seed in args.seeds.split(",")
+        for kind in args.kinds.split(",")
+        for mode in args.modes.split(",")
+    ]
+
+
+def progress_lines(rows: list[dict], args, out: Path) -> list[str]:
+    """What of the asked-for study is done, part-trained (saved state in --out/in_progress) or not started."""
+    done = {(r["kind"], r["mode"], r["size"], r["seed"]) for r in rows}
+    todo = [key for key in wanted_runs(args) if key not in done]
+    if not todo:
+        return []
+    started, waiting = [], []
+    for kind, mode, size, seed in todo:
+        state = in_progress_folder(out, kind, mode, size, seed) / STATE_FILE
+        name = f"{kind}/{mode}/{size}/s{seed}"
+        if state.exists():
+            fit = ckpt_mod.load_checkpoint(state)["study"]
+            started.append(f"{name} ({len(fit['curve'])} epochs, {fit['train_s']:.0f} s)")
+        else:
+            waiting.append(name)
+    lines = ["", f"**Unfinished study: {len(wanted_runs(args)) - len(todo)} of {len(wanted_runs(args))} runs done.**"]
+    if started:
+        lines.append(f"Part-trained (state saved, resumes bit for bit): {'; '.join(started)}.")
+    if waiting:
+        lines.append(f"Not started: {', '.join(waiting)}.")
+    return lines
 
 
 def where_ran(rows: list[dict]) -> str:
@@ -295,6 +331,8 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
+    if not kinds:
+        return  # nothing finished yet
     fig, axes = plt.subplots(len(kinds), 3, figsize=(14, 3.8 * len(kinds)), squeeze=False)
     colours = dict(zip(MODES, ("tab:gray", "tab:blue", "tab:red", "tab:orange"), strict=True))
     for row_axes, kind in zip(axes, kinds, strict=True):
@@ -353,7 +391,7 @@ def main(argv=None) -> None:
                     append_line(jsonl, json.dumps(row))
                     shutil.rmtree(in_progress_folder(out, kind, mode, size, seed))
                     print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
-    md = table(done, args, data)
+    md = table(done, args, data, out)
     print(md)
     (out / "equivariance.md").write_text(md + "\n")
     plot(done, out / "equivariance.png")

@@ -52,9 +52,16 @@ def test_killed_study_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     state = tmp_path / "split" / "in_progress" / "local-augment-24-s0" / bench.STATE_FILE
     assert state.exists()
     assert not (tmp_path / "split" / "equivariance_runs.jsonl").exists()
+    # the report of an unfinished study says so, and which run is part-trained
+    bench.main([*args, "--out", str(tmp_path / "split"), "--report-only", "--modes", "augment,none"])
+    report = (tmp_path / "split" / "equivariance.md").read_text()
+    assert "Unfinished study: 0 of 2 runs done" in report
+    assert "local/augment/24/s0 (2 epochs" in report and "Not started: local/none/24/s0" in report
     bench.main([*args, "--out", str(tmp_path / "split")])
     assert saves == [1, 2, 3, 4]  # epochs 3 and 4 ran after the restart, not 1 and 2 again
     assert not state.parent.exists()
+
+    assert "Unfinished" not in (tmp_path / "split" / "equivariance.md").read_text()
 
     whole, split = (json.loads((tmp_path / d / "equivariance_runs.jsonl").read_text()) for d in ("whole", "split"))
     for key in ("force_mae", "energy_mae", "sym_energy", "sym_force", "steps", "best_epoch", "epochs"):

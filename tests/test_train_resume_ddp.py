@@ -82,6 +82,7 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny):
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     r1, r2 = _rows(one / "log.csv"), _rows(two / "log.csv")
     assert len(r1) == len(r2) == 2
+    assert list(r2[0]) == list(r1[0])  # the same log columns (no all-zero loss parts that one process lacks)
     for a, b in zip(r1, r2, strict=True):
         for key in ("val_force_mae_meV_per_A", "val_energy_mae_meV", "train_loss", "val_sym_force_rms_meV_per_A"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-9, abs=1e-9), key

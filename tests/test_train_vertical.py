@@ -97,6 +97,7 @@ def test_torchrun_two_processes_match_one_with_the_vertical_loss(tmp_path, whole
         tmp_path / "two",
     )
     assert len(one) == len(two) == 2
+    assert list(two[0]) == list(one[0])  # the same log columns
     assert float(one[0]["train_loss_vertical"]) > 0.0
     for a, b in zip(one, two, strict=True):
         for key in ("train_loss", "train_loss_vertical", "val_force_mae_meV_per_A", "val_energy_mae_meV"):

@@ -339,13 +339,14 @@ class Trainer:
             "history": self.history,
         }
 
-    def _resume(self, path: str) -> None:
+    def _resume(self, path: str) -> dict | None:
+        """Continue from a checkpoint (file or run folder); returns the loaded checkpoint (None: nothing yet)."""
         if os.path.isdir(path):
             path = os.path.join(path, "last.pt")
             if not os.path.exists(path):  # killed before (or during) its first checkpoint: nothing to continue
                 if self.info.main:
                     logger.info("%s: no checkpoint yet (killed before its first epoch ended): epoch 1", path)
-                return
+                return None
         ck = ckpt_mod.load_checkpoint(path)
         if "optimizer" not in ck:
             raise CheckpointError(f"{path}: holds weights only (best.pt); resume from the run folder or its last.pt")
@@ -367,6 +368,7 @@ class Trainer:
         self.best = float(ck["best_metric"])
         self.best_state = ck.get("best")
         self.history = list(ck["history"])
+        return ck
 
     def _apply_lr_schedule(self) -> None:
         """After loading a scheduler state: this run's lr and schedule (a resume may change lr, epochs, warm-up)."""
@@ -465,7 +467,13 @@ class Trainer:
         for p in params:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
-        keys = ["loss", "loss_energy", "loss_force", "loss_align", "loss_vertical"]
+        # the parts one process would report for this configuration (a rank with no structures has none)
+        keys = ["loss_energy", "loss_force"]
+        if self.cfg.vertical_weight > 0:
+            keys.append("loss_vertical")
+        if self.cfg.equivariance == "learned":
+            keys.append("loss_align")
+        keys.append("loss")
         vals = _all_reduce_sum(np.array([parts.get(k, 0.0) for k in keys]), self.info)
         return {k: float(v) for k, v in zip(keys, vals, strict=True)}
 
