@@ -229,3 +229,36 @@ def test_chunked_inference_equals_one_pass(tmp_path):
             assert np.abs(out.energies - ref.energies).max() < 1e-10
             assert np.abs(out.forces - ref.forces).max() < 1e-10
             assert np.abs(out.virial - ref.virial).max() < 1e-9
+
+
+def test_spline_radial_bias_equals_the_b_spline_sum_and_its_coefficient_gradient():
+    """b_h(r) = sum_k c_kh B3(x - k + 1), x = r / spacing (uniform cubic B-spline, the last coefficient repeated
+    beyond the table); the gradient with respect to the coefficients is the basis (many distances share rows)."""
+    from transip_md.model.layers import SplineRadialBias
+
+    def b3(t: np.ndarray) -> np.ndarray:
+        """The uniform cubic B-spline on [0, 4)."""
+        t = np.asarray(t, dtype=float)
+        return np.where(
+            (t >= 0) & (t < 1), t**3 / 6,
+            np.where((t >= 1) & (t < 2), (-3 * t**3 + 12 * t**2 - 12 * t + 4) / 6,
+            np.where((t >= 2) & (t < 3), (3 * t**3 - 24 * t**2 + 60 * t - 44) / 6,
+            np.where((t >= 3) & (t < 4), (4 - t) ** 3 / 6, 0.0))),
+        )  # fmt: skip
+
+    torch.manual_seed(3)
+    n_knots, r_max, heads = 9, 4.0, 2
+    spline = SplineRadialBias(n_knots=n_knots, r_max=r_max, n_heads=heads).double()
+    dist = torch.rand(3, 5, 5, dtype=torch.float64) * 5.0  # some beyond r_max
+    out = spline(dist)
+    assert out.shape == (3, 5, 5, heads)
+    table = torch.cat([spline.coefficients, spline.coefficients[-1:].expand(3, -1)]).detach().numpy()
+    x = np.minimum(dist.numpy() * (n_knots - 1) / r_max, n_knots - 1.0)
+    basis = np.stack([b3(x - k + 3) for k in range(n_knots + 3)], axis=-1)  # row k of the table, per distance
+    expected = basis @ table
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), spline.coefficients)
+    full = np.einsum("abck,abch->kh", basis, weights.numpy())
+    full[n_knots - 1] += full[n_knots:].sum(0)  # the three repeated rows are the last coefficient
+    np.testing.assert_allclose(grad.numpy(), full[:n_knots], rtol=1e-10, atol=1e-12)
