@@ -11,13 +11,16 @@ and the learning curves (validation force MAE against wall time) as a PNG.
 
 TransIP trains with the project's trainer (`transip-md train --time-budget`, the shipped recipe unless
 --transip-args says otherwise), which stops at the budget and exports its best-validation epoch; MACE
-(bench/mace_peer.py) trains for the same seconds. Needs `pip install mace-torch`.
+(bench/mace_peer.py) trains for the same seconds. Each side stores its finished result in
+``--workdir``/SIDE/result.json.gz; the same command started again reuses it (same data, split, budget and that
+side's settings) and trains only what is missing. Needs `pip install mace-torch`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import multiprocessing as mp
 import shlex
@@ -53,32 +56,42 @@ def load_split(data: str | None, train_frames: int | None, val_frames: int, seed
     return path, frames, _subset(train, train_frames), _subset(val, val_frames), held
 
 
-def run_transip(job: dict) -> dict:
-    """Train TransIP through the CLI on the same split (same partition, seed and spread subsets) until the
-    budget, export the best checkpoint, return its learning curve."""
-    run = Path(job["workdir"]) / "transip"
+def transip_command(job: dict) -> list[str]:
+    """The `transip-md train` command of the TransIP side (same partition, seed and spread subsets)."""
     cmd = [
-        sys.executable, "-m", "transip_md.cli", "train", "--data", job["data_path"], "-o", str(run),
+        sys.executable, "-m", "transip_md.cli", "train", "--data", job["data_path"],
+        "-o", str(Path(job["workdir"]) / "transip"),
         "--val-fraction", str(VAL_FRACTION), "--set", f"split_seed={job['seed']}",
         "--max-val-frames", str(job["val_frames"]), "--no-progress", "--no-plots", "--threads", "1",
         "--seed", str(job["seed"]), "--time-budget", str(job["budget_s"]), *shlex.split(job["transip_args"]),
     ]  # fmt: skip
     if job["train_frames"] is not None:
         cmd += ["--max-frames", str(job["train_frames"])]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    (run / "train.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise RuntimeError(f"TransIP training failed ({done.returncode}): {done.stderr[-2000:]}")
-    model = run / "model.pt"  # the trainer's export of its best-validation epoch
+    return cmd
+
+
+def transip_result(run: Path, cmd: list[str], wall: float) -> dict:
+    """The TransIP side's result: its exported best-validation model and learning curve (from log.csv)."""
     curve = []
     with open(run / "log.csv") as fh:
         for row in csv.DictReader(fh):
             curve.append(
                 {"time_s": float(row["time_s"]), "val_force_mae_meV_per_A": float(row["val_force_mae_meV_per_A"])}
             )
-    return {"model": str(model), "curve": curve, "wall_s": wall, "command": " ".join(cmd)}
+    return {"model": str(run / "model.pt"), "curve": curve, "wall_s": wall, "command": " ".join(cmd)}
+
+
+def run_transip(job: dict) -> dict:
+    """Train TransIP through the CLI until the budget; the trainer exports its best-validation epoch."""
+    run = Path(job["workdir"]) / "transip"
+    cmd = transip_command(job)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (run / "train.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"TransIP training failed ({done.returncode}): {done.stderr[-2000:]}")
+    return transip_result(run, cmd, wall)
 
 
 def run_mace(job: dict) -> dict:
@@ -99,6 +112,35 @@ def run_mace(job: dict) -> dict:
     wall = time.perf_counter() - start
     preds = peer.predict(frames, held)
     return {"curve": curve, "wall_s": wall, "preds": {i: (e, f.tolist()) for i, (e, f) in preds.items()}}
+
+
+#: Job keys that decide a side's result: a stored result is reused only when all of them are unchanged.
+RESULT_KEYS = ("data_path", "train_frames", "val_frames", "seed", "budget_s")
+SIDE_KEYS = {"transip": ("transip_args",), "mace": ("mace_charge_spin", "mace_eval_every_s")}
+
+
+def side_result(job: dict, side: str) -> dict:
+    """Train one side, or reuse its finished result from ``workdir/SIDE/result.json.gz``.
+
+    Each side stores its result as soon as it is done, so a failure of the other side (or of the evaluation)
+    does not throw away a finished 50-minute training run; the bench started again continues with what is missing.
+    """
+    path = Path(job["workdir"]) / side / "result.json.gz"
+    key = {k: job[k] for k in (*RESULT_KEYS, *SIDE_KEYS[side])}
+    if path.exists():
+        with gzip.open(path, "rt") as fh:
+            stored = json.load(fh)
+        if stored["job"] == key:
+            print(f"{side}: reusing the finished run in {path.parent}", flush=True)
+            return stored["result"]
+        print(f"{side}: {path} is from a different job; training again", flush=True)
+    result = run_transip(job) if side == "transip" else run_mace(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt") as fh:
+        json.dump({"job": key, "result": result}, fh)
+    tmp.replace(path)
+    return result
 
 
 def evaluate(frames, held, preds) -> dict:
@@ -212,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "mace_charge_spin": args.mace_charge_spin,
     }  # fmt: skip
     with mp.get_context("spawn").Pool(2) as pool:
-        t_res = pool.apply_async(run_transip, (job,))
-        m_res = pool.apply_async(run_mace, (job,))
+        t_res = pool.apply_async(side_result, (job, "transip"))
+        m_res = pool.apply_async(side_result, (job, "mace"))
         results = {"TransIP": t_res.get(), "MACE": m_res.get()}
     preds = {
         "TransIP": transip_predictions(results["TransIP"]["model"], frames, held),

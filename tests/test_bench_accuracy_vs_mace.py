@@ -1,0 +1,40 @@
+"""bench/accuracy_vs_mace.py keeps each side's finished result, so a failure elsewhere loses no training run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy_vs_mace", ROOT / "bench" / "accuracy_vs_mace.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_finished_side_is_stored_and_reused_only_for_the_same_job(tmp_path, monkeypatch):
+    bench = _load_bench()
+    calls = []
+
+    def fake_mace(job):
+        calls.append(job["budget_s"])
+        return {"curve": [{"time_s": 1.0, "val_force_mae_meV_per_A": 300.0}], "wall_s": 2.0, "preds": {"7": [1.5, []]}}
+
+    monkeypatch.setattr(bench, "run_mace", fake_mace)
+    job = {
+        "data": None, "train_frames": None, "val_frames": 5, "seed": 0, "budget_s": 60.0, "workdir": str(tmp_path),
+        "transip_args": "--epochs 1", "data_path": "set.npz", "mace_eval_every_s": 10.0, "mace_charge_spin": True,
+    }  # fmt: skip
+    first = bench.side_result(job, "mace")
+    assert calls == [60.0] and (tmp_path / "mace" / "result.json.gz").exists()
+    assert bench.side_result(job, "mace") == first  # reused: not trained again
+    assert bench.side_result({**job, "transip_args": "--epochs 2"}, "mace") == first  # the other side's settings
+    assert calls == [60.0]
+    bench.side_result({**job, "budget_s": 120.0}, "mace")  # a different budget trains again
+    bench.side_result({**job, "budget_s": 120.0, "mace_charge_spin": False}, "mace")
+    assert calls == [60.0, 120.0, 120.0]
