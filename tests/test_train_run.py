@@ -139,3 +139,24 @@ def test_init_from_starts_at_the_checkpoint_ema_weights(runs, tmp_path):
     other.model = {**other.model, "d_model": 48}
     with pytest.raises(CheckpointError, match="d_model"):
         Trainer(other)
+
+
+def test_a_failed_export_names_the_kept_checkpoint_and_the_command(tmp_path, monkeypatch):
+    """Compiling model.pt reads the package's source files at export time (TorchScript); if that fails (e.g. the
+    package was edited or upgraded during a long run), the error says the checkpoints are kept and how to export."""
+    import transip_md.train.checkpoint as ckpt_mod
+    from transip_md.train.checkpoint import CheckpointError
+
+    cfg = _cfg("augment", tmp_path / "run")
+    cfg.max_steps, cfg.max_frames, cfg.symmetry_structures, cfg.plots = 2, 16, 0, False
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("'Tensor' object has no attribute or method '__init__'")
+
+    monkeypatch.setattr(ckpt_mod, "export_loaded", broken_export)
+    with pytest.raises(CheckpointError, match=r"checkpoints are kept.*transip-md export --checkpoint .*best\.pt"):
+        Trainer(cfg).fit()
+    assert (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "model.pt").exists()
+    monkeypatch.undo()
+    export_checkpoint(str(tmp_path / "run" / "best.pt"), str(tmp_path / "run" / "model.pt"))  # the advised remedy
+    assert (tmp_path / "run" / "model.pt").exists()

@@ -580,7 +580,14 @@ class Trainer:
         """Export model.pt (best EMA weights) and draw the plots."""
         ck, source = self._best_checkpoint()
         self._write_csv()  # log.csv follows last.pt, also when a kill came between them
-        path = ckpt_mod.export_loaded(ck, self.out / "model.pt", source)
+        try:
+            path = ckpt_mod.export_loaded(ck, self.out / "model.pt", source)
+        except RuntimeError as exc:  # TorchScript compiles from the source files on disk, read at export time
+            raise CheckpointError(
+                f"{self.out}: training finished and its checkpoints are kept, but compiling model.pt failed ({exc}). "
+                "If transip-md was upgraded or edited while this run trained, export with the installed version: "
+                f"transip-md export --checkpoint {self.out / source} {self.out / 'model.pt'}"
+            ) from exc
         logger.info("%s: exported epoch %d (best validation) from %s", path, int(ck["epoch"]) + 1, source)
         if self.cfg.plots and self.val_ids:
             from .plots import learning_curves, parity_plots
