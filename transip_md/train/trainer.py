@@ -518,7 +518,9 @@ class Trainer:
         t0 = time.time()
         self.clock_start = t0
         while self.epoch < cfg.epochs and (cfg.max_steps is None or self.step < cfg.max_steps):
-            if self.out_of_time():
+            # the clock of the last step, as in the batch loop: if the budget ran out during a validation, one more
+            # step is taken, so the run still ends with its last step at the end of the schedule (minimum lr)
+            if self.out_of_time(self.step_clock):
                 break
             self._run_epoch(t0)
             if info.world > 1:
