@@ -135,11 +135,10 @@ def side_result(job: dict, side: str) -> dict:
             return stored["result"]
         print(f"{side}: {path} is from a different job; training again", flush=True)
     result = run_transip(job) if side == "transip" else run_mace(job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt") as fh:
+    from transip_md.atomic_io import atomic_write
+
+    with atomic_write(path) as tmp, gzip.open(tmp, "wt") as fh:
         json.dump({"job": key, "result": result}, fh)
-    tmp.replace(path)
     return result
 
 

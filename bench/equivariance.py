@@ -295,7 +295,8 @@ def wanted_runs(args) -> list[tuple[str, str, int, int]]:
 def progress_lines(rows: list[dict], args, out: Path) -> list[str]:
     """What of the asked-for study is done, part-trained (saved state in --out/in_progress) or not started."""
     done = {(r["kind"], r["mode"], r["size"], r["seed"]) for r in rows}
-    todo = [key for key in wanted_runs(args) if key not in done]
+    wanted = wanted_runs(args)
+    todo = [key for key in wanted if key not in done]
     if not todo:
         return []
     started, waiting = [], []
@@ -307,7 +308,7 @@ def progress_lines(rows: list[dict], args, out: Path) -> list[str]:
             started.append(f"{name} ({len(fit['curve'])} epochs, {fit['train_s']:.0f} s)")
         else:
             waiting.append(name)
-    lines = ["", f"**Unfinished study: {len(wanted_runs(args)) - len(todo)} of {len(wanted_runs(args))} runs done.**"]
+    lines = ["", f"**Unfinished study: {len(wanted) - len(todo)} of {len(wanted)} runs done.**"]
     if started:
         lines.append(f"Part-trained (state saved, resumes bit for bit): {'; '.join(started)}.")
     if waiting:

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy_vs_mace", ROOT / "bench" / "accuracy_vs_mace.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_finished_side_is_stored_and_reused_only_for_the_same_job(tmp_path, monkeypatch):
-    bench = _load_bench()
+def test_a_finished_side_is_stored_and_reused_only_for_the_same_job(tmp_path, monkeypatch, load_bench):
+    bench = load_bench("accuracy_vs_mace")
     calls = []
 
     def fake_mace(job):

@@ -4,32 +4,19 @@ once the run is recorded."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from transip_md.data import legacy_dataset_path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_equivariance", ROOT / "bench" / "equivariance.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Killed(Exception):
     pass
 
 
-def test_killed_study_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    bench = _load_bench()
+def test_killed_study_run_resumes_to_the_same_result(tmp_path, monkeypatch, load_bench):
+    bench = load_bench("equivariance")
     monkeypatch.chdir(tmp_path)  # the decompressed data copy goes to ./runs
     args = [
         "--data", str(legacy_dataset_path()), "--sizes", "24", "--seeds", "0", "--kinds", "local",

@@ -232,7 +232,7 @@ def test_chunked_inference_equals_one_pass(tmp_path):
 
 
 def test_spline_radial_bias_equals_the_b_spline_sum_and_its_coefficient_gradient():
-    """b_h(r) = sum_k c_kh B3(x - k + 1), x = r / spacing (uniform cubic B-spline, the last coefficient repeated
+    """b_h(r) = sum_k c_kh B3(x - k + 3), x = r / spacing (uniform cubic B-spline, the last coefficient repeated
     beyond the table); the gradient with respect to the coefficients is the basis (many distances share rows)."""
     from transip_md.model.layers import SplineRadialBias
 
