@@ -360,3 +360,47 @@ def test_format_version_range_comes_from_the_contract(plugin, model64, box, work
     out = proc.stdout + proc.stderr
     assert proc.returncode > 0 and message in out
     assert out.count(message) == 1, out[-2000:]
+
+
+@pytest.fixture(scope="module")
+def sites64(work) -> Path:
+    """A local float64 model with charge sites (model/charge_sites.py) whose channel weights are not zero."""
+    import torch
+
+    cfg = TransIPConfig(cutoff=CUTOFF, d_model=32, n_heads=2, n_layers=2, dtype="float64", charge_sites=2)
+    model = random_model(cfg, seed=3, reference_energies={1: -13.6, 6: -1030.0, 7: -1485.0, 8: -2040.0})
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in model.sites.parameters():
+            p.normal_(0.0, 0.5)
+    return export(model, work / "sites64.pt")
+
+
+def test_charge_sites_model_matches_ase_on_one_rank_and_refuses_two_when_charged(plugin, sites64, box, work):
+    """A model with charge sites: charged + chunked on one rank equals ASE (the plugin's chunks keep a charged
+    structure whole); neutral singlet on two ranks equals ASE; charged on two ranks is refused with the message
+    of transip_md.model.engine (the softmax over all atoms is not available to one rank's subdomain)."""
+    from transip_md.model.engine import CHARGE_SITES_DECOMPOSITION_MESSAGE
+
+    atoms, data = box
+    charge = 1 if int(atoms.numbers.sum()) % 2 == 0 else 0
+    extra = f"charge {charge} spin 2 chunk 5"
+    res = run_lammps({"commands": setup_lines(data, "metal", pair_lines(plugin, sites64, extra)) + ["run 0"]})
+    e, ea, f, _ = ase_reference(atoms, sites64, charge=charge, spin=2)
+    assert res["energy"] == pytest.approx(e, rel=1e-12)
+    np.testing.assert_allclose(res["eatoms"], ea, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(res["forces"], f, rtol=1e-9, atol=1e-10)
+    lines = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, sites64)) + ["run 0"]
+    two = run_mpi(2, {"commands": lines}, work, "sites-neutral")
+    e0, _, f0, _ = ase_reference(atoms, sites64)
+    assert abs(e - e0) > 1e-4
+    assert float(two["energy"]) == pytest.approx(e0, rel=1e-11)
+    np.testing.assert_allclose(two["forces"], f0, rtol=1e-9, atol=1e-10)
+    spec = work / "sites-charged.json"
+    charged = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, sites64, f"charge {charge} spin 2"))
+    spec.write_text(json.dumps({"commands": charged + ["run 0"]}))
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "transip_md.testing.lammps", "run", str(spec)]
+    cmd.append(str(work / "sites-charged.npz"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert proc.returncode != 0
+    assert CHARGE_SITES_DECOMPOSITION_MESSAGE in proc.stdout + proc.stderr
