@@ -141,41 +141,6 @@ def test_init_from_starts_at_the_checkpoint_ema_weights(runs, tmp_path):
         Trainer(other)
 
 
-def test_init_from_may_add_charge_sites_and_starts_with_the_same_energies(runs, tmp_path):
-    """--init-from with charge sites switched on: the checkpoint's weights, new site weights, and the same energies
-    in every charge/spin state at the start (the site energies start at zero); a checkpoint written before the option
-    existed (no such key in its model config) resumes and initialises."""
-    from transip_md.train.checkpoint import model_from_checkpoint
-    from transip_md.train.losses import evaluate_batch
-
-    tr, _, _ = runs["augment"]
-    old = load_checkpoint(tr.out / "last.pt")
-    old["model_config"].pop("charge_sites")  # as written before the option existed
-    legacy = tmp_path / "legacy.pt"
-    torch.save(old, legacy)
-    cfg = _cfg("augment", tmp_path / "sites")
-    cfg.init_from = str(legacy)
-    cfg.model = {**cfg.model, "charge_sites": 2}
-    fine = Trainer(cfg)
-    expected = model_from_checkpoint(load_checkpoint(tr.out / "last.pt")).state_dict()
-    got = fine.model.state_dict()
-    assert set(got) - set(expected) == {k for k in got if k.startswith("sites.")} != set()
-    base = model_from_checkpoint(load_checkpoint(tr.out / "last.pt")).double()
-    fine.model.double()
-    from transip_md.train.data import collate
-
-    batch = collate(tr.val_ids[:4], tr.frames, tr.topologies)
-    for q, m in [(0, 1), (-1, 2), (1, 2), (0, 3)]:
-        batch.charge.fill_(q)
-        batch.spin.fill_(m)
-        a = evaluate_batch(fine.model, batch, training=False).energy
-        b = evaluate_batch(base, batch, training=False).energy
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
-    resumed_cfg = _cfg("augment", tr.out)
-    resumed_cfg.resume = str(legacy)
-    assert Trainer(resumed_cfg).step == old["step"]
-
-
 def test_a_failed_export_names_the_kept_checkpoint_and_the_command(tmp_path, monkeypatch):
     """Compiling model.pt reads the package's source files at export time (TorchScript); if that fails (e.g. the
     package was edited or upgraded during a long run), the error says the checkpoints are kept and how to export."""

@@ -42,7 +42,7 @@ std::string z_to_symbol(long z)
 
 PairTransIP::PairTransIP(LAMMPS *lmp) :
     Pair(lmp), device(torch::kCPU), loaded(false), cutoff(0.0), energy_factor(1.0), charge(0.0),
-    multiplicity(1.0), chunk_size(128), charge_sites(0), pass_natoms(false)
+    multiplicity(1.0), chunk_size(128), pass_natoms(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -134,7 +134,6 @@ void PairTransIP::load_model(const std::string &path)
   if (!module.find_method("energy_and_gradient").has_value())
     error->all(FLERR, "pair_style transip: {} is not a transip-md model file (no energy_and_gradient method)", path);
   check_module_agrees(path);
-  charge_sites = module.hasattr("charge_sites") ? (int) module.attr("charge_sites").toInt() : 0;
   pass_natoms = false;
   for (const auto &arg : module.get_method("energy_and_gradient").function().getSchema().arguments())
     pass_natoms = pass_natoms || arg.name() == "natoms";
@@ -258,9 +257,6 @@ void PairTransIP::init_style()
   const long unpaired = (long) multiplicity - 1;
   if (n_electrons < 0 || unpaired > n_electrons || (n_electrons - unpaired) % 2 != 0)
     error->all(FLERR, "pair_style transip: " TRANSIP_PARITY_MESSAGE, n_electrons, (long) charge, (long) multiplicity);
-  // a charge-site softmax runs over every atom of the structure: exact on one rank only (model/charge_sites.py)
-  if (charge_sites > 0 && comm->nprocs > 1 && (charge != 0.0 || multiplicity != 1.0))
-    error->all(FLERR, "pair_style transip: " TRANSIP_CHARGE_SITES_MPI);
 }
 
 /* pair_coeff's element order against the per-type masses (read_data Masses, mass command): a type whose mass

@@ -53,7 +53,6 @@ class PairTransIP : public Pair {
   std::string model_dtype;
   double charge, multiplicity;
   int chunk_size;    // local atoms per model call (energy_and_gradient); 0: all at once
-  int charge_sites;  // channels of the model's charge-site energy (0: none); > 0 couples all atoms when charged
   bool pass_natoms;  // the model's energy_and_gradient takes the trailing natoms argument (format version 2)
 };
 

@@ -42,10 +42,6 @@ class TransIPConfig:
     #: ZBL-screened nuclear repulsion prior (model/priors.py), switched off at this many times the sum of the
     #: two atoms' covalent radii (0 disables it).
     repulsion_range: float = 1.0
-    #: Channels of the charge-site energy (model/charge_sites.py): for a charged or open-shell structure, each
-    #: channel places the extra charge/spin on the atoms by a softmax over the structure's atoms of a learned
-    #: per-atom score (0: off, the energy is then what it was before this option).
-    charge_sites: int = 0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -67,8 +63,6 @@ class TransIPConfig:
                 f"repulsion_range {self.repulsion_range} reaches {self.repulsion_reach:.2f} Å, beyond the cutoff "
                 f"{self.cutoff} Å, for the largest pair of these elements"
             )
-        if self.charge_sites < 0:
-            raise ValueError(f"charge_sites must be >= 0 (channels; 0: off), got {self.charge_sites}")
         if self.cutoff is not None and self.cutoff <= 0:
             raise ValueError(f"cutoff must be positive (Å) or None, got {self.cutoff}")
         if len(set(self.elements)) != len(self.elements) or not all(0 < z < 119 for z in self.elements):

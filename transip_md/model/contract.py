@@ -25,9 +25,6 @@ The TorchScript methods engines call (all lengths Å, energies eV, float64 out):
 ``natoms`` (B,) float64 is the total number of atoms of each structure; None counts batch[:n_centers], which is
 right in every engine that passes no ghost atoms. An engine with ghosts or domain decomposition (LAMMPS) passes
 its global atom count; for the neutral singlet the result does not depend on it.
-Module attributes engines read: ``cutoff`` (Å, 0 for global), ``is_local``, ``elements``, and from version 3
-``charge_sites`` (channels of the charge-site energy; > 0: a charged or open-shell structure must be evaluated with
-all its atoms as centres of one call: no domain decomposition; the model itself turns chunking off for it).
 """
 
 from __future__ import annotations
@@ -36,10 +33,7 @@ from typing import Any
 
 FORMAT_NAME = "transip-md-model"
 #: 2: nuclear-repulsion prior, size-consistent charge/spin conditioning and the optional ``natoms`` argument.
-#: 3: optional charge-site energy (config ``charge_sites`` > 0, module attribute ``charge_sites``): for a charged
-#:    or open-shell structure it couples all atoms (a softmax over them), so an engine must give one call every atom
-#:    of such a structure (the LAMMPS plugin refuses it on several MPI ranks; older plugins would not know to).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 2
 #: Oldest format this release runs (files of older versions lack the priors and the natoms argument).
 OLDEST_FORMAT_VERSION = 2
 METADATA_FILE = "transip_metadata.json"

@@ -47,14 +47,6 @@ GLOBAL_MODEL_MESSAGES = {
 }
 
 
-#: Why a model with charge sites (model/charge_sites.py) refuses a charged or open-shell run split over MPI ranks.
-CHARGE_SITES_DECOMPOSITION_MESSAGE = (
-    "this model places a structure's charge and spin on its atoms by a softmax over ALL of its atoms (charge "
-    "sites), which one MPI rank cannot compute from its subdomain: run a charged or open-shell system on one rank "
-    "(or charge 0 spin 1 on any number)"
-)
-
-
 class GlobalModelError(InputError):
     """A global (all-pairs) model was asked to run where only a local (finite-cutoff) model can."""
 

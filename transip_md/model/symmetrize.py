@@ -107,8 +107,6 @@ class SymmetrizedTransIP(nn.Module):
         # the base's identity, which load_compiled checks against the metadata
         self.cutoff = float(base.cutoff)
         self.is_local = bool(base.is_local)
-        # engines read it to keep a charged structure in one call (model/charge_sites.py; 0 in files before v3)
-        self.charge_sites = int(getattr(base, "charge_sites", 0))
         self.register_buffer("elements", base.elements.detach().clone())
 
     def forward(

@@ -30,7 +30,6 @@ from typing import Optional  # noqa: UP035 - TorchScript needs typing.Optional
 import torch
 from torch import Tensor, nn
 
-from .charge_sites import ChargeSites
 from .config import TransIPConfig
 from .layers import Rotary3D, SplineRadialBias, TransformerBlock, log_envelope, pair_distances, safe_norm
 from .priors import NuclearRepulsion, StateEnergy
@@ -84,10 +83,6 @@ class TransIP(nn.Module):
         )
         self.norm_out = nn.LayerNorm(config.d_model)
         self.head = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.SiLU(), nn.Linear(config.d_model, 1))
-        # Charge-site energy (model/charge_sites.py): an empty list when off, so such models have the same weights
-        # (and state_dict keys) as before the option existed.
-        self.charge_sites = int(config.charge_sites) if config.use_charge_spin else 0
-        self.sites = nn.ModuleList([ChargeSites(config.d_model, self.charge_sites)] if self.charge_sites > 0 else [])
         # Energy normalisation (eV) and per-element reference energies (eV), float64.
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
@@ -284,21 +279,6 @@ class TransIP(nn.Module):
         shift = self.energy_shift.to(torch.float64)
         return raw * scale + shift + self.reference_energies.to(torch.float64)[elem]
 
-    @torch.jit.export
-    def charge_site_energies(self, features: Tensor, charge: Tensor, spin: Tensor, batch: Tensor) -> Tensor:
-        """Per-atom charge-site energies (n,) in eV float64 of atoms with features (n, d) (model/charge_sites.py).
-
-        Zero when the option is off. Every atom of a charged or open-shell structure must be among the n.
-        """
-        out = torch.zeros(features.shape[0], dtype=torch.float64, device=features.device)
-        for sites in self.sites:
-            out = out + sites(features, charge, spin, batch[: features.shape[0]])
-        return out
-
-    def _needs_whole_structures(self, charge: Tensor, spin: Tensor) -> bool:
-        """Whether the charge-site term couples all atoms of a structure (charged or open-shell, option on)."""
-        return self.charge_sites > 0 and bool(((charge != 0) | (spin != 1)).any())
-
     def forward(
         self,
         species: Tensor,
@@ -313,7 +293,6 @@ class TransIP(nn.Module):
         """Per-atom energies (eV, float64) of the first n_centers atoms (-1: all)."""
         features = self.atom_features(species, edge_index, edge_vec, charge, spin, batch, n_centers, natoms)
         learned = self.energies_from_features(features, species[: features.shape[0]])
-        learned = learned + self.charge_site_energies(features, charge, spin, batch)
         return learned + self.prior_energies(
             species, edge_index, edge_vec, charge, spin, batch, features.shape[0], natoms
         )
@@ -343,9 +322,7 @@ class TransIP(nn.Module):
         if n_centers < 0:
             n_centers = n_atoms
         totals = self._natoms(batch, n_centers, charge.shape[0], natoms)
-        # the charge-site softmax runs over all centres of a structure: no chunks for charged/open-shell ones
-        whole = self._needs_whole_structures(charge, spin)
-        if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size or whole:
+        if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
             return self._energies_and_edge_grad(species, edge_index, edge_vec, charge, spin, batch, n_centers, totals)
         src = edge_index[0]
         dst = edge_index[1]

@@ -224,8 +224,6 @@ def per_atom_energies(model: nn.Module, batch: Batch, vec: Tensor) -> tuple[Tens
     args = batch_inputs(batch, vec)
     features = model.atom_features(*args)
     energies = model.energies_from_features(features, batch.species)
-    if hasattr(model, "charge_site_energies"):  # charge-site energy (model/charge_sites.py; zero when off)
-        energies = energies + model.charge_site_energies(features, batch.charge, batch.spin, batch.batch)
     if hasattr(model, "prior_energies"):  # nuclear repulsion and state energy (model format 2)
         energies = energies + model.prior_energies(*args)
     return energies, features

@@ -155,14 +155,7 @@ def _all_reduce_sum(x: np.ndarray, info: DistInfo) -> np.ndarray:
     return t.cpu().numpy()
 
 
-#: Model options an --init-from run may switch on that its checkpoint had off: option -> the state_dict prefix of
-#: the part it adds, which starts from its initialisation (the charge-site energy starts at exactly zero).
-ADDABLE_MODEL_PARTS = {"charge_sites": "sites."}
-
-
 def _model_config_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Keys whose values differ, after filling each side's missing keys with their defaults ('' when equal)."""
-    a, b = TransIPConfig.from_dict(a).to_dict(), TransIPConfig.from_dict(b).to_dict()
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
 
@@ -294,19 +287,10 @@ class Trainer:
     def _init_from(self, path: str) -> None:
         """Fine-tuning start: every weight and buffer (the fitted baseline too) from ``path``'s EMA model."""
         ck = ckpt_mod.load_checkpoint(path)
-        theirs = TransIPConfig.from_dict(ck["model_config"]).to_dict()
-        ours = self.model_config.to_dict()
-        added = {k for k in ADDABLE_MODEL_PARTS if not theirs[k] and ours[k]}
-        diff = _model_config_diff({**theirs, **{k: ours[k] for k in added}}, ours)
-        if diff:
+        if ck["model_config"] != self.model_config.to_dict():
+            diff = _model_config_diff(ck["model_config"], self.model_config.to_dict())
             raise CheckpointError(f"{path}: --init-from checkpoint has another model config ({diff})")
-        state = ckpt_mod.model_from_checkpoint(ck).state_dict()
-        result = self.model.load_state_dict(state, strict=not added)
-        fresh = [k for k in result.missing_keys if not k.startswith(tuple(ADDABLE_MODEL_PARTS[a] for a in added))]
-        if fresh or result.unexpected_keys:
-            raise CheckpointError(f"{path}: --init-from weights do not fit ({fresh + result.unexpected_keys})")
-        if added and self.info.main:
-            logger.info("parts new to %s start from their initialisation: %s", path, ", ".join(sorted(added)))
+        self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict())
         if self.info.main:
             logger.info("initial weights: EMA weights of %s (epoch %s, step %s)", path, ck["epoch"], ck["step"])
 
@@ -366,8 +350,8 @@ class Trainer:
         ck = ckpt_mod.load_checkpoint(path)
         if "optimizer" not in ck:
             raise CheckpointError(f"{path}: holds weights only (best.pt); resume from the run folder or its last.pt")
-        diff = _model_config_diff(ck["model_config"], self.model_config.to_dict())
-        if diff:
+        if ck["model_config"] != self.model_config.to_dict():
+            diff = _model_config_diff(ck["model_config"], self.model_config.to_dict())
             raise CheckpointError(f"{path}: checkpoint model config differs from this run's ({diff})")
         if ck["data_hash"] != self.data_hash:
             raise CheckpointError(f"{path}: checkpoint was trained on different data (hash mismatch)")
