@@ -233,7 +233,7 @@ def one_run(args, kind: str, mode: str, size: int, seed: int, data: str, out: Pa
         "energy_mae": best["val_energy_mae_meV"], "zero_force_mae": zero,
         "sym_energy": sym["sym_energy_std_meV"], "sym_force": sym["sym_force_rms_meV_per_A"],
         "best_epoch": fit["best_epoch"], "epochs": fit["epochs"], "stopped": fit["stopped"],
-        "steps": tr.step, "train_s": fit["train_s"],
+        "steps": tr.step, "train_s": fit["train_s"], "run_budget_s": args.run_budget,
         "time_to_best_s": best["time_s"], "host": platform.node(), "threads": args.threads, "device": args.device,
         "curve": [{k: r[k] for k in ("epoch", "step", "time_s", "val_force_mae_meV_per_A")} for r in fit["curve"]],
     }  # fmt: skip
@@ -244,12 +244,28 @@ def _stat(rows: list[dict], key: str) -> tuple[float, float]:
     return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
+#: The study's per-run budget before rows recorded it (every run of the first 16 ran under the default then).
+FORMER_RUN_BUDGET_S = 3600.0
+
+
+def budgets(rows: list[dict], args) -> str:
+    """'3600 s (16 runs), 10800 s (5 runs)': the training-time budgets the recorded runs ran under."""
+    counts: dict[float, int] = {}
+    for r in rows:
+        b = float(r.get("run_budget_s", FORMER_RUN_BUDGET_S))
+        counts[b] = counts.get(b, 0) + 1
+    if not counts:
+        return f"{args.run_budget:.0f} s"
+    return ", ".join(f"{b:.0f} s ({n} run{'s' if n != 1 else ''})" for b, n in sorted(counts.items()))
+
+
 def table(rows: list[dict], args, data: str, out: Path) -> str:
     lines = [
         f"Equivariance study: `python bench/equivariance.py {args.command}`; data {Path(data).name}; d_model "
         f"{args.d_model}, {args.layers} layers, {args.heads} heads, local cutoff {args.cutoff} Å; until the "
         f"validation force MAE stops improving (patience {args.patience} epochs, min. relative gain {args.min_delta},"
-        f" at most {args.max_epochs} epochs / {args.run_budget:.0f} s per run). Mean ± standard deviation over "
+        f" at most {args.max_epochs} epochs per run; training-time budget per run: {budgets(rows, args)}). "
+        "Mean ± standard deviation over "
         "seeds; gain = (augment - learned) / augment of the force MAE.",
         "",
         "| kind | train frames | mode | seeds | force MAE meV/Å | energy MAE meV/atom | sym. E meV | sym. F meV/Å "

@@ -51,8 +51,18 @@ def test_killed_study_run_resumes_to_the_same_result(tmp_path, monkeypatch, load
     assert "Unfinished" not in (tmp_path / "split" / "equivariance.md").read_text()
 
     whole, split = (json.loads((tmp_path / d / "equivariance_runs.jsonl").read_text()) for d in ("whole", "split"))
+    assert whole["run_budget_s"] == split["run_budget_s"] == 3600.0  # the default, recorded with each run
     for key in ("force_mae", "energy_mae", "sym_energy", "sym_force", "steps", "best_epoch", "epochs"):
         assert split[key] == whole[key], key
     assert [c["val_force_mae_meV_per_A"] for c in split["curve"]] == [
         c["val_force_mae_meV_per_A"] for c in whole["curve"]
     ]
+
+
+def test_report_names_the_budget_each_run_had(load_bench):
+    """Runs recorded before the budget was stored ran under the former default; the header counts each budget."""
+    bench = load_bench("equivariance")
+    args = bench.parse_args(["--run-budget", "500"])
+    rows = [{}, {"run_budget_s": 10800.0}, {"run_budget_s": 10800.0}]
+    assert bench.budgets(rows, args) == "3600 s (1 run), 10800 s (2 runs)"
+    assert bench.budgets([], args) == "500 s"
