@@ -1,12 +1,20 @@
-"""Benchmark (not a test): training throughput (frames/s) of the trainer, and what the spline gather costs.
+"""Benchmark (not a test): training throughput (frames/s) of the trainer with and without one speed-up, side by side.
 
-The radial splines (``SplineRadialBias``: per-pair attention bias, per-token radial features) gather four table
-rows per distance. They used ``torch.nn.functional.embedding``; they now use ``index_select``, the same gather
-(forward values bit for bit equal) whose backward is an ``index_add``, far cheaper on the CPU than embedding's.
-This script measures both on the same frames in one process, epochs alternating (so both see the same machine
-load), for the study's model kinds and objectives, and reports frames/s and the ratio.
+``--compare length-groups`` (local models): centres encoded in groups of similar neighbour count
+(``TransIP._length_groups``, the model's code) against one batch padded to its longest neighbourhood
+(``max_length_groups = 1``, before). Results: ``bench/results/train_throughput_length_groups.md``.
+
+``--compare gather`` (default): the radial splines (``SplineRadialBias``: per-pair attention bias, per-token
+radial features) gather four table rows per distance. They used ``torch.nn.functional.embedding``; they now use
+``index_select``, the same gather (forward values bit for bit equal) whose backward is an ``index_add``, far
+cheaper on the CPU than embedding's.
+
+Both code paths run on the same frames in one process, epochs alternating (so both see the same machine load),
+for the study's model kinds and objectives; the script reports frames/s and the ratio.
 
     OMP_NUM_THREADS=1 python bench/train_throughput.py            # ~10 min on one thread
+    OMP_NUM_THREADS=1 python bench/train_throughput.py --compare length-groups --kinds local \
+        --output bench/results/train_throughput_length_groups.md
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ def embedding_gather_forward(self: layers.SplineRadialBias, dist: torch.Tensor) 
 
 
 @contextlib.contextmanager
-def gather(kind: str):
+def gather(kind: str, model: torch.nn.Module):
     """'index_select' (the model's code) or 'embedding' (the former gather) inside the block."""
     original = layers.SplineRadialBias.forward
     if kind == "embedding":
@@ -57,6 +65,25 @@ def gather(kind: str):
         yield
     finally:
         layers.SplineRadialBias.forward = original
+
+
+@contextlib.contextmanager
+def length_groups(kind: str, model: torch.nn.Module):
+    """'groups' (the model's code) or 'one batch' (every centre padded to the longest neighbourhood) inside."""
+    original = model.max_length_groups
+    if kind == "one batch":
+        model.max_length_groups = 1
+    try:
+        yield
+    finally:
+        model.max_length_groups = original
+
+
+#: --compare: (name of the code before, name of the model's code, context manager taking (name, model)).
+COMPARISONS = {
+    "gather": ("embedding", "index_select", gather, "spline gather by index_select (now) vs embedding (before)"),
+    "length-groups": ("one batch", "groups", length_groups, "local centres in length groups (now) vs one padded batch"),
+}
 
 
 def trainer(args, kind: str, mode: str, out: Path) -> Trainer:
@@ -82,6 +109,7 @@ def trainer(args, kind: str, mode: str, out: Path) -> Trainer:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="training data (default: the shipped set)")
+    ap.add_argument("--compare", default="gather", choices=sorted(COMPARISONS))
     ap.add_argument("--kinds", default="global,local")
     ap.add_argument("--modes", default="augment,learned")
     ap.add_argument("--frames", type=int, default=300, help="training frames per epoch")
@@ -98,31 +126,32 @@ def main(argv: list[str] | None = None) -> None:
 
         args.data = str(default_dataset_path())
     torch.set_num_threads(args.threads)
+    before, now, switch, title = COMPARISONS[args.compare]
     rows = []
     for kind in args.kinds.split(","):
         for mode in args.modes.split(","):
             tr = trainer(args, kind, mode, Path(args.out))
             frames = len(tr.train_ids)
             tr._train_epoch()  # warm-up (allocator, first-call costs)
-            seconds = {"index_select": [], "embedding": []}
+            seconds = {now: [], before: []}
             for _ in range(args.repeats):
                 for name in seconds:
-                    with gather(name):
+                    with switch(name, tr.model):
                         t0 = time.perf_counter()
                         tr._train_epoch()
                         seconds[name].append(time.perf_counter() - t0)
             best = {name: min(s) for name, s in seconds.items()}
-            rows.append((kind, mode, frames, frames / best["embedding"], frames / best["index_select"]))
+            rows.append((kind, mode, frames, frames / best[before], frames / best[now]))
             print(rows[-1], flush=True)
     lines = [
-        "# Training throughput: spline gather by index_select (now) vs embedding (before)",
+        f"# Training throughput: {title}",
         "",
         f"Command: `{' '.join(['python bench/train_throughput.py', *(sys.argv[1:] if argv is None else argv)])}`",
         f"Host {platform.node()}, {args.threads} thread(s); {args.frames} frames of the shipped set, batches of up to "
         f"{args.max_atoms} atoms, d_model {args.d_model}, 2 layers; one warm-up epoch, then {args.repeats} epochs "
-        "of each gather alternating; best epoch of each. Energy + force loss (double backward), optimizer, EMA.",
+        "of each alternating; best epoch of each. Energy + force loss (double backward), optimizer, EMA.",
         "",
-        "| kind | objective | frames | embedding frames/s | index_select frames/s | speed-up |",
+        f"| kind | objective | frames | {before} frames/s | {now} frames/s | speed-up |",
         "|---|---|---|---|---|---|",
     ]
     for kind, mode, frames, old, new in rows:

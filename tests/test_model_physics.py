@@ -159,13 +159,58 @@ def test_centre_only_last_block_equals_full_block():
     topo = cutoff_pairs(atoms.positions, atoms.cell, atoms.pbc, 4.0)
     vec = edge_vectors(torch.tensor(atoms.positions), torch.tensor(np.asarray(atoms.cell)), topo)
     elem = model.z_to_index[torch.tensor(atoms.numbers)]
-    tok, pos, logw = model._local_sequences(elem, edge_index(topo), vec, len(atoms))
+    index = edge_index(topo)
+    tok, pos, logw = model._local_sequences(elem, index[0], elem[index[1]], vec, len(atoms))
     natoms = torch.tensor([float(len(atoms))])
     cond = model._condition(torch.tensor([1.0]), torch.tensor([2.0]), natoms, torch.float64)
     cond = cond[torch.zeros(len(atoms), dtype=int)]
     full = model._encode(tok, pos, logw, cond, False)[:, 0]
     short = model._encode(tok, pos, logw, cond, True)[:, 0]
     assert torch.allclose(full, short, rtol=0, atol=1e-12)
+
+
+def test_length_groups_change_no_number():
+    """Local centres encoded in groups of similar neighbour count give the numbers of one padded batch: energies,
+    forces, and the parameter gradient of a force loss (what training differentiates)."""
+    from transip_md.model.graph import cutoff_pairs, edge_index, edge_vectors
+
+    model = make_model(2.5)
+    atoms = ethanol()
+    topo = cutoff_pairs(atoms.positions, atoms.cell, atoms.pbc, 2.5)
+    index = edge_index(topo)
+    counts = torch.bincount(index[0], minlength=len(atoms))
+    assert counts.min() < counts.max(), "the check needs neighbourhoods of different sizes"
+    species = torch.tensor(atoms.numbers)
+    state = (torch.tensor([1]), torch.tensor([2]), torch.zeros(len(atoms), dtype=torch.long))
+
+    def energy_forces_and_loss_gradient():
+        pos = torch.tensor(atoms.positions, requires_grad=True)
+        vec = edge_vectors(pos, torch.tensor(np.asarray(atoms.cell)), topo)
+        energy = model(species, index, vec, *state).sum()
+        (grad,) = torch.autograd.grad(energy, pos, create_graph=True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss_grad = torch.autograd.grad((grad**2).sum(), params, allow_unused=True)
+        return [energy, grad] + [g for g in loss_grad if g is not None]
+
+    model.max_length_groups = 1
+    one_batch = energy_forces_and_loss_gradient()
+    model.max_length_groups, model.group_cost_pairs = 4, 0
+    assert len(model._length_groups(sorted(counts.tolist()))) == 5  # four groups really ran
+    grouped = energy_forces_and_loss_gradient()
+    assert len(grouped) == len(one_batch) > 10
+    for a, b in zip(one_batch, grouped, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_length_groups_are_chosen_by_padded_pair_terms():
+    """One group when neighbourhoods are alike or few; more when padding would waste more than a pass costs."""
+    model = make_model(4.0)
+    model.max_length_groups, model.group_cost_pairs = 4, 20000
+    assert model._length_groups([30] * 200) == [0, 200]  # alike: grouping saves nothing
+    assert model._length_groups([1] * 5 + [30] * 5) == [0, 10]  # 9,610 pair terms: less than one pass
+    assert model._length_groups([5] * 100 + [40] * 100) == [0, 100, 200]  # 164,500 fewer pair terms for one more pass
+    model.max_length_groups = 1
+    assert model._length_groups([5] * 100 + [40] * 100) == [0, 200]
 
 
 @pytest.mark.parametrize("cutoff", [None, 4.0])

@@ -31,5 +31,6 @@ def torch_compiled(compiled: CompiledModel, sequence_multiple: int = COMPILE_SEQ
     for p in model.parameters():
         p.requires_grad_(False)
     model.sequence_multiple = int(sequence_multiple)
+    model.max_length_groups = 1  # one padded batch per call: group sizes would add shapes to compile
     model._encode = torch.compile(model._encode, dynamic=False)  # instance attribute shadows the method
     return model

@@ -58,6 +58,10 @@ class TransIP(nn.Module):
         #: Local sequences are padded to a multiple of this length (1: no padding). Padding tokens carry zero
         #: attention weight, so results do not change; ``torch.compile`` uses 8 to limit distinct shapes.
         self.sequence_multiple = 1
+        #: Local mode: centres are encoded in at most this many groups of similar neighbour count (1: one padded
+        #: batch), each group costing about ``group_cost_pairs`` pair terms more (:meth:`_length_groups`).
+        self.max_length_groups = 4
+        self.group_cost_pairs = 20000
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         for idx, z in enumerate(config.elements):
             z_to_index[z] = idx
@@ -117,13 +121,14 @@ class TransIP(nn.Module):
             raise RuntimeError("transip: local-mode edges must start at one of the n_centers atoms")
 
     def _local_sequences(
-        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int
+        self, centre_elem: Tensor, src: Tensor, neighbour_elem: Tensor, edge_vec: Tensor, n_centers: int
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Neighbourhood sequences: token 0 is the centre, then its neighbours (padded)."""
-        src = edge_index[0]
-        dst = edge_index[1]
+        """Neighbourhood sequences of ``n_centers`` centres: token 0 is the centre, then its neighbours (padded).
+
+        ``src`` (E,) numbers each edge's centre 0..n_centers-1, ``neighbour_elem`` (E,) is the element index of
+        the edge's other end and ``edge_vec`` (E, 3) the edge vector in Å. Neighbours keep their edge order.
+        """
         n_edges = src.shape[0]
-        self._check_local_sources(src, n_centers)
         counts = torch.bincount(src, minlength=n_centers)
         max_nb = int(counts.max()) if n_edges > 0 else 0
         length = max_nb + 1
@@ -137,12 +142,75 @@ class TransIP(nn.Module):
         pos = torch.zeros(n_centers, length, 3, dtype=edge_vec.dtype, device=edge_vec.device)
         pos = pos.index_put((src_s, slot), vec_s)
         tok = torch.zeros(n_centers, length, dtype=torch.long, device=src.device)
-        tok[:, 0] = elem[:n_centers]
-        tok = tok.index_put((src_s, slot), elem[dst[order]])
+        tok[:, 0] = centre_elem
+        tok = tok.index_put((src_s, slot), neighbour_elem[order])
         logw = torch.full((n_centers, length), -math.inf, dtype=edge_vec.dtype, device=edge_vec.device)
         logw[:, 0] = 0.0
         logw = logw.index_put((src_s, slot), log_envelope(safe_norm(vec_s), self.cutoff, self.envelope_power))
         return tok, pos, logw
+
+    def _length_groups(self, sorted_counts: list[int]) -> list[int]:
+        """Group bounds [0, b_1, ..., n] over centres sorted by neighbour count (equal-sized groups).
+
+        The number of groups G (1..``max_length_groups``) minimises the padded pair terms, sum over groups of
+        size x (longest neighbourhood + 1)^2, plus G x ``group_cost_pairs``: each group is one more pass of the
+        blocks, whose fixed cost (operator dispatch) is worth about that many pair terms.
+        """
+        n = len(sorted_counts)
+        best_bounds = [0, n]
+        best_cost = math.inf
+        for n_groups in range(1, min(self.max_length_groups, n) + 1):
+            bounds = [g * n // n_groups for g in range(n_groups + 1)]
+            cost = float(n_groups * self.group_cost_pairs)
+            for g in range(n_groups):
+                lo = bounds[g]
+                hi = bounds[g + 1]
+                length = sorted_counts[hi - 1] + 1
+                cost += float((hi - lo) * length * length)
+            if cost < best_cost:
+                best_cost = cost
+                best_bounds = bounds
+        return best_bounds
+
+    def _local_features(
+        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, cond: Tensor, n_centers: int
+    ) -> Tensor:
+        """Centre features (n_centers, d) of a local model; ``cond`` (n_centers, d) is each centre's conditioning.
+
+        Centres are sorted by neighbour count and encoded in groups (:meth:`_length_groups`), each padded to its
+        own longest neighbourhood rather than the whole input's: a training batch of 128 atoms of small
+        molecules has 2.5x more pair terms padded to one length than it uses, 1.7x in two groups, 1.45x in
+        three. Padding tokens carry zero attention weight, so every centre's numbers are those of its
+        neighbourhood alone, whatever the grouping.
+        """
+        src = edge_index[0]
+        dst = edge_index[1]
+        self._check_local_sources(src, n_centers)
+        counts = torch.bincount(src, minlength=n_centers)
+        perm = torch.argsort(counts, stable=True)
+        sorted_counts: list[int] = counts[perm].tolist()
+        bounds = self._length_groups(sorted_counts)
+        if len(bounds) == 2:
+            tok, pos, logw = self._local_sequences(elem[:n_centers], src, elem[dst], edge_vec, n_centers)
+            return self._encode(tok, pos, logw, cond, True)[:, 0]
+        rank = torch.empty_like(perm)
+        rank[perm] = torch.arange(n_centers, device=src.device)
+        edge_rank = rank[src]
+        order = torch.argsort(edge_rank, stable=True)  # edges by centre rank; within a centre, in input order
+        edge_bounds: list[int] = torch.searchsorted(
+            edge_rank[order], torch.tensor(bounds, dtype=edge_rank.dtype, device=src.device)
+        ).tolist()
+        parts: list[Tensor] = []
+        for g in range(len(bounds) - 1):
+            lo = bounds[g]
+            hi = bounds[g + 1]
+            sel = order[edge_bounds[g] : edge_bounds[g + 1]]
+            centres = perm[lo:hi]
+            tok, pos, logw = self._local_sequences(
+                elem[centres], edge_rank[sel] - lo, elem[dst[sel]], edge_vec[sel], hi - lo
+            )
+            parts.append(self._encode(tok, pos, logw, cond[centres], True)[:, 0])
+        return torch.cat(parts).index_select(0, rank)  # row k of the groups is centre perm[k]
 
     def _global_sequences(
         self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int
@@ -261,9 +329,7 @@ class TransIP(nn.Module):
         n_struct = charge.shape[0]
         cond = self._condition(charge, spin, self._natoms(batch, n_centers, n_struct, natoms), dtype)
         if self.is_local:
-            tok, pos, logw = self._local_sequences(elem, edge_index, edge_vec, n_centers)
-            h = self._encode(tok, pos, logw, cond[batch[:n_centers]], True)
-            return h[:, 0]
+            return self._local_features(elem, edge_index, edge_vec, cond[batch[:n_centers]], n_centers)
         if n_centers != n_atoms:
             raise RuntimeError("transip: a global-mode model computes every atom (n_centers must be -1 or N)")
         tok, pos, logw, local = self._global_sequences(elem, edge_index, edge_vec, batch, n_struct)
