@@ -15,9 +15,10 @@ a markdown table with the seed spread and the relative gain of learned over augm
 (``equivariance.md``, which also lists the runs of the command not yet finished: part-trained or not started),
 learning curves and error-vs-size plots (``equivariance.png``).
 
-    # the study on the shipped data set (47k frames of 3,198 molecules; 48 runs: a GPU-sized job, see
-    # docs/training.md):
-    python bench/equivariance.py --sizes 500,2000,8000 --seeds 0,1 --kinds global,local --val-frames 500
+    # the study on the shipped data set (47k frames of 3,198 molecules; 48 runs; the local kind, about 4x the
+    # cost per epoch, at sizes a CPU can finish; see docs/training.md):
+    python bench/equivariance.py --sizes 500,2000,8000 --local-sizes 250,500,2000 --seeds 0,1 \
+        --kinds global,local --val-frames 500 --run-budget 10800
     # a < 2 minute check that everything runs (writes to runs/bench-equivariance-smoke):
     python bench/equivariance.py --smoke
 
@@ -98,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="training data (default: the shipped xTB organics set)")
     ap.add_argument("--sizes", default="500,2000,8000", help="training frames per run, comma-separated")
+    ap.add_argument("--local-sizes", default=None, help="training frames of the local kind's runs (default: --sizes)")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--kinds", default=",".join(KINDS), help="global and/or local")
@@ -297,13 +299,23 @@ def table(rows: list[dict], args, data: str, out: Path) -> str:
     return "\n".join(lines)
 
 
+def sizes_of(args, kind: str) -> list[int]:
+    """Training-set sizes (frames) of ``kind``'s runs: --local-sizes for the local kind where given, else --sizes."""
+    sizes = args.local_sizes if kind == "local" and args.local_sizes else args.sizes
+    return [int(s) for s in sizes.split(",")]
+
+
 def wanted_runs(args) -> list[tuple[str, str, int, int]]:
-    """(kind, mode, size, seed) of every run the command's --sizes/--seeds/--kinds/--modes ask for, in run order."""
+    """(kind, mode, size, seed) of every run the command's --sizes/--local-sizes/--seeds/--kinds/--modes ask for,
+    in run order (smaller sizes first)."""
+    kinds = args.kinds.split(",")
+    sizes = sorted({size for kind in kinds for size in sizes_of(args, kind)})
     return [
-        (kind, mode, int(size), int(seed))
-        for size in args.sizes.split(",")
+        (kind, mode, size, int(seed))
+        for size in sizes
         for seed in args.seeds.split(",")
-        for kind in args.kinds.split(",")
+        for kind in kinds
+        if size in sizes_of(args, kind)
         for mode in args.modes.split(",")
     ]
 
@@ -394,20 +406,17 @@ def main(argv=None) -> None:
     done = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     keys = {(r["kind"], r["mode"], r["size"], r["seed"]) for r in done}
     t_start = time.time()
-    for size in [] if args.report_only else [int(s) for s in args.sizes.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for kind in args.kinds.split(","):
-                for mode in args.modes.split(","):
-                    if (kind, mode, size, seed) in keys:
-                        continue
-                    if time.time() - t_start > args.total_budget:
-                        print(f"total budget spent: stopping before {kind} {mode} {size} s{seed}", flush=True)
-                        break
-                    row = one_run(args, kind, mode, size, seed, train_data, out)
-                    done.append(row)
-                    append_line(jsonl, json.dumps(row))
-                    shutil.rmtree(in_progress_folder(out, kind, mode, size, seed))
-                    print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+    for kind, mode, size, seed in [] if args.report_only else wanted_runs(args):
+        if (kind, mode, size, seed) in keys:
+            continue
+        if time.time() - t_start > args.total_budget:
+            print(f"total budget spent: stopping before {kind} {mode} {size} s{seed}", flush=True)
+            break
+        row = one_run(args, kind, mode, size, seed, train_data, out)
+        done.append(row)
+        append_line(jsonl, json.dumps(row))
+        shutil.rmtree(in_progress_folder(out, kind, mode, size, seed))
+        print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     md = table(done, args, data, out)
     print(md)
     (out / "equivariance.md").write_text(md + "\n")

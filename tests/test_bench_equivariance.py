@@ -66,3 +66,30 @@ def test_report_names_the_budget_each_run_had(load_bench):
     rows = [{}, {"run_budget_s": 10800.0}, {"run_budget_s": 10800.0}]
     assert bench.budgets(rows, args) == "3600 s (1 run), 10800 s (2 runs)"
     assert bench.budgets([], args) == "500 s"
+
+
+def test_local_kind_can_have_its_own_sizes(load_bench):
+    """--local-sizes gives the local kind other training-set sizes; runs go smaller sizes first."""
+    bench = load_bench("equivariance")
+    args = bench.parse_args(
+        [
+            "--sizes",
+            "500,2000",
+            "--local-sizes",
+            "250,500",
+            "--seeds",
+            "0",
+            "--modes",
+            "augment",
+            "--kinds",
+            "global,local",
+        ]
+    )
+    assert bench.wanted_runs(args) == [
+        ("local", "augment", 250, 0),
+        ("global", "augment", 500, 0),
+        ("local", "augment", 500, 0),
+        ("global", "augment", 2000, 0),
+    ]
+    args = bench.parse_args(["--sizes", "500,2000", "--seeds", "0", "--modes", "augment", "--kinds", "local"])
+    assert [size for _, _, size, _ in bench.wanted_runs(args)] == [500, 2000]  # default: --sizes
