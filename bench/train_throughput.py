@@ -4,6 +4,10 @@
 (``TransIP._length_groups``, the model's code) against one batch padded to its longest neighbourhood
 (``max_length_groups = 1``, before). Results: ``bench/results/train_throughput_length_groups.md``.
 
+``--compare direct-forces`` (local models): a training step on direct forces (train/direct.py, the first share of a
+run with ``--direct-forces``) against a conservative one (forces -dE/dx, a double backward). Results:
+``bench/results/train_throughput_direct_forces.md``.
+
 ``--compare gather`` (default): the radial splines (``SplineRadialBias``: per-pair attention bias, per-token
 radial features) gather four table rows per distance. They used ``torch.nn.functional.embedding``; they now use
 ``index_select``, the same gather (forward values bit for bit equal) whose backward is an ``index_add``, far
@@ -15,6 +19,8 @@ for the study's model kinds and objectives; the script reports frames/s and the 
     OMP_NUM_THREADS=1 python bench/train_throughput.py            # ~10 min on one thread
     OMP_NUM_THREADS=1 python bench/train_throughput.py --compare length-groups --kinds local \
         --output bench/results/train_throughput_length_groups.md
+    OMP_NUM_THREADS=1 python bench/train_throughput.py --compare direct-forces --kinds local --modes augment \
+        --output bench/results/train_throughput_direct_forces.md
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def embedding_gather_forward(self: layers.SplineRadialBias, dist: torch.Tensor) 
 
 
 @contextlib.contextmanager
-def gather(kind: str, model: torch.nn.Module):
+def gather(kind: str, trainer: Trainer):
     """'index_select' (the model's code) or 'embedding' (the former gather) inside the block."""
     original = layers.SplineRadialBias.forward
     if kind == "embedding":
@@ -68,8 +74,9 @@ def gather(kind: str, model: torch.nn.Module):
 
 
 @contextlib.contextmanager
-def length_groups(kind: str, model: torch.nn.Module):
+def length_groups(kind: str, trainer: Trainer):
     """'groups' (the model's code) or 'one batch' (every centre padded to the longest neighbourhood) inside."""
+    model = trainer.model
     original = model.max_length_groups
     if kind == "one batch":
         model.max_length_groups = 1
@@ -79,10 +86,21 @@ def length_groups(kind: str, model: torch.nn.Module):
         model.max_length_groups = original
 
 
+@contextlib.contextmanager
+def force_kind(kind: str, trainer: Trainer):
+    """'direct' (forces read off the network: direct-force pretraining) or 'conservative' (-dE/dx) steps."""
+    trainer.in_direct_phase = lambda: kind == "direct"
+    try:
+        yield
+    finally:
+        del trainer.in_direct_phase
+
+
 #: --compare: (name of the code before, name of the model's code, context manager taking (name, model)).
 COMPARISONS = {
     "gather": ("embedding", "index_select", gather, "spline gather by index_select (now) vs embedding (before)"),
     "length-groups": ("one batch", "groups", length_groups, "local centres in length groups (now) vs one padded batch"),
+    "direct-forces": ("conservative", "direct", force_kind, "direct-force steps vs conservative (-dE/dx) steps"),
 }
 
 
@@ -102,6 +120,7 @@ def trainer(args, kind: str, mode: str, out: Path) -> Trainer:
         symmetry_structures=0,
         progress=False,
         plots=False,
+        direct_forces=0.5 if args.compare == "direct-forces" else 0.0,  # the head exists; force_kind picks the step
     )
     return Trainer(cfg)
 
@@ -136,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds = {now: [], before: []}
             for _ in range(args.repeats):
                 for name in seconds:
-                    with switch(name, tr.model):
+                    with switch(name, tr):
                         t0 = time.perf_counter()
                         tr._train_epoch()
                         seconds[name].append(time.perf_counter() - t0)
@@ -149,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Command: `{' '.join(['python bench/train_throughput.py', *(sys.argv[1:] if argv is None else argv)])}`",
         f"Host {platform.node()}, {args.threads} thread(s); {args.frames} frames of the shipped set, batches of up to "
         f"{args.max_atoms} atoms, d_model {args.d_model}, 2 layers; one warm-up epoch, then {args.repeats} epochs "
-        "of each alternating; best epoch of each. Energy + force loss (double backward), optimizer, EMA.",
+        "of each alternating; best epoch of each. Energy + force loss (conservative forces: a double backward), "
+        "optimizer, EMA.",
         "",
         f"| kind | objective | frames | {before} frames/s | {now} frames/s | speed-up |",
         "|---|---|---|---|---|---|",

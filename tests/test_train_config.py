@@ -244,6 +244,8 @@ def test_stage_three_recipe_is_the_shipped_run():
         build_parser().parse_args(["train", "--config", str(REPO / "examples/train/finetune-vertical.yaml")])
     ).to_dict()
     stored = json.loads((REPO / "checkpoints/transip-small-ft2/config.json").read_text())
+    # keys added after that run (direct_forces) take their defaults, which are what the run did
+    stored = TrainConfig.from_dict(stored).to_dict()
     for key in ("output", "progress"):
         recipe.pop(key), stored.pop(key)
     assert recipe == stored

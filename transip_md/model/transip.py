@@ -172,16 +172,24 @@ class TransIP(nn.Module):
                 best_bounds = bounds
         return best_bounds
 
-    def _local_features(
-        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, cond: Tensor, n_centers: int
-    ) -> Tensor:
-        """Centre features (n_centers, d) of a local model; ``cond`` (n_centers, d) is each centre's conditioning.
+    def _rank_edges(self, src: Tensor, perm: Tensor, n_centers: int) -> tuple[Tensor, Tensor]:
+        """For centres in the order ``perm`` (rank -> centre): each edge's centre rank, and the edges ordered by it
+        (stable: a centre's edges keep their input order)."""
+        rank = torch.empty_like(perm)
+        rank[perm] = torch.arange(n_centers, device=src.device)
+        edge_rank = rank[src]
+        return edge_rank, torch.argsort(edge_rank, stable=True)
 
-        Centres are sorted by neighbour count and encoded in groups (:meth:`_length_groups`), each padded to its
-        own longest neighbourhood rather than the whole input's: a training batch of 128 atoms of small
-        molecules has 2.5x more pair terms padded to one length than it uses, 1.7x in two groups, 1.45x in
-        three. Padding tokens carry zero attention weight, so every centre's numbers are those of its
-        neighbourhood alone, whatever the grouping.
+    def _local_groups(
+        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, cond: Tensor, n_centers: int
+    ) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
+        """(centres, tokens, positions, log-weights, conditioning) of each length group of a local model's centres.
+
+        Centres are sorted by neighbour count and split into groups (:meth:`_length_groups`), each padded to its
+        own longest neighbourhood rather than the whole input's: a training batch of 128 atoms of small molecules
+        has 2.5x more pair terms padded to one length than it uses, 1.7x in two groups, 1.45x in three. Padding
+        tokens carry zero attention weight, so every centre's numbers are those of its neighbourhood alone,
+        whatever the grouping. One group keeps the input order (``centres`` = 0..n_centers-1).
         """
         src = edge_index[0]
         dst = edge_index[1]
@@ -192,15 +200,12 @@ class TransIP(nn.Module):
         bounds = self._length_groups(sorted_counts)
         if len(bounds) == 2:
             tok, pos, logw = self._local_sequences(elem[:n_centers], src, elem[dst], edge_vec, n_centers)
-            return self._encode(tok, pos, logw, cond, True)[:, 0]
-        rank = torch.empty_like(perm)
-        rank[perm] = torch.arange(n_centers, device=src.device)
-        edge_rank = rank[src]
-        order = torch.argsort(edge_rank, stable=True)  # edges by centre rank; within a centre, in input order
+            return [(torch.arange(n_centers, device=src.device), tok, pos, logw, cond)]
+        edge_rank, order = self._rank_edges(src, perm, n_centers)
         edge_bounds: list[int] = torch.searchsorted(
             edge_rank[order], torch.tensor(bounds, dtype=edge_rank.dtype, device=src.device)
         ).tolist()
-        parts: list[Tensor] = []
+        groups: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
         for g in range(len(bounds) - 1):
             lo = bounds[g]
             hi = bounds[g + 1]
@@ -209,8 +214,60 @@ class TransIP(nn.Module):
             tok, pos, logw = self._local_sequences(
                 elem[centres], edge_rank[sel] - lo, elem[dst[sel]], edge_vec[sel], hi - lo
             )
-            parts.append(self._encode(tok, pos, logw, cond[centres], True)[:, 0])
-        return torch.cat(parts).index_select(0, rank)  # row k of the groups is centre perm[k]
+            groups.append((centres, tok, pos, logw, cond[centres]))
+        return groups
+
+    def _local_features(
+        self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, cond: Tensor, n_centers: int
+    ) -> Tensor:
+        """Centre features (n_centers, d) of a local model; ``cond`` (n_centers, d) is each centre's conditioning."""
+        groups = self._local_groups(elem, edge_index, edge_vec, cond, n_centers)
+        if len(groups) == 1:
+            _, tok, pos, logw, cond_g = groups[0]
+            return self._encode(tok, pos, logw, cond_g, True)[:, 0]
+        parts: list[Tensor] = []
+        order: list[Tensor] = []
+        for centres, tok, pos, logw, cond_g in groups:
+            parts.append(self._encode(tok, pos, logw, cond_g, True)[:, 0])
+            order.append(centres)
+        rows = torch.cat(parts)
+        return torch.zeros_like(rows).index_copy(0, torch.cat(order), rows)  # row of centre c at c
+
+    @torch.jit.unused
+    def direct_force_outputs(
+        self,
+        force_head: nn.Module,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Training only (direct-force pretraining, docs/training.md), local models, every atom a centre.
+
+        Returns the learned per-atom energies (N,) in eV float64 (``forward`` without the priors, same numbers),
+        direct forces (N, 3) in eV/Å float64 and the centre features (N, d). The direct force on centre i is
+        ``energy_scale * sum_j force_head(h_j) r_ij`` over the tokens j of i's own neighbourhood (h_j: token j's
+        final features there, r_ij its edge vector in Å; the centre and padding tokens sit at r = 0). No gradient
+        through the edge vectors is needed, so a training step skips the double backward. Not in the model file.
+        """
+        if not self.is_local:
+            raise RuntimeError("transip: direct forces need a local model (a finite cutoff)")
+        dtype = self.embed.weight.dtype
+        edge_vec = edge_vec.to(dtype)
+        n_atoms = species.shape[0]
+        elem = self._element_index(species)
+        cond = self._condition(charge, spin, self._natoms(batch, n_atoms, charge.shape[0], None), dtype)
+        features = torch.zeros(n_atoms, self.config.d_model, dtype=dtype, device=edge_vec.device)
+        forces = torch.zeros(n_atoms, 3, dtype=dtype, device=edge_vec.device)
+        for centres, tok, pos, logw, cond_g in self._local_groups(elem, edge_index, edge_vec, cond[batch], n_atoms):
+            h = self._encode(tok, pos, logw, cond_g, False)  # (S, L, d)
+            weights = force_head(h)  # (S, L, 1)
+            features = features.index_copy(0, centres, h[:, 0])
+            forces = forces.index_copy(0, centres, (weights * pos).sum(1))
+        scale = self.energy_scale.to(torch.float64)
+        return self.energies_from_features(features, species), forces.to(torch.float64) * scale, features
 
     def _global_sequences(
         self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int
@@ -396,10 +453,7 @@ class TransIP(nn.Module):
         # Length bucketing: centres sorted by neighbour count, so each chunk pads to nearly its own length.
         counts = torch.bincount(src, minlength=n_centers)
         perm = torch.argsort(counts, stable=True)
-        rank = torch.empty_like(perm)
-        rank[perm] = torch.arange(n_centers, device=src.device)
-        edge_rank = rank[src]
-        order = torch.argsort(edge_rank, stable=True)
+        edge_rank, order = self._rank_edges(src, perm, n_centers)
         starts = torch.arange(0, n_centers + chunk_size, chunk_size, device=src.device).clamp(max=n_centers)
         bounds = torch.searchsorted(edge_rank[order], starts)
         energies = torch.zeros(n_centers, dtype=torch.float64, device=edge_vec.device)

@@ -154,6 +154,7 @@ _TRAIN_FLAGS = {
     "force_weight": "force_weight",
     "align_weight": "align_weight",
     "vertical_weight": "vertical_weight",
+    "direct_forces": "direct_forces",
     "align": "align",
     "align_loss": "align_loss",
     "align_temperature": "align_temperature",
@@ -253,6 +254,17 @@ def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
         type=float,
         help=_with_default(
             d, "vertical_weight", "loss on energy differences between charge/spin states of one geometry (eV^2)"
+        ),
+    )
+    p.add_argument(
+        "--direct-forces",
+        type=float,
+        metavar="SHARE",
+        help=_with_default(
+            d,
+            "direct_forces",
+            "share of the run (0-1, by the lr schedule's progress) trained on direct forces, then -dE/dx "
+            "(eSEN's direct-force pretraining; local models; the model file stays conservative)",
         ),
     )
     p.add_argument(

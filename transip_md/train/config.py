@@ -69,6 +69,10 @@ class TrainConfig:
     #: Weight of the vertical-gap loss (eV^2; losses.py): errors of energy differences between the charge/spin
     #: states of one geometry. > 0 batches the states of a geometry together. 0: off (the loss before it existed).
     vertical_weight: float = 0.0
+    #: Share of the run (the learning-rate schedule's progress: steps, or the time budget) trained on direct forces
+    #: read off the network (eSEN's direct-force pretraining, train/direct.py; local models), before the
+    #: conservative forces -dE/dx of the rest. 0: off (conservative throughout, as before it existed).
+    direct_forces: float = 0.0
     # learned mode: 'pooled' (the paper's: mean-pooled final embeddings of two rotated views) or 'atoms'
     # (per-atom features); alignment loss 'mse' (normalised embeddings) or 'infonce' (contrastive over the
     # batch, temperature align_temperature); align_stop_gradient detaches the target view. docs/training.md
@@ -129,6 +133,16 @@ class TrainConfig:
             raise ConfigError(f"align_loss must be mse or infonce (atoms: mse only), got {self.align_loss!r}")
         if not self.vertical_weight >= 0.0:
             raise ConfigError(f"vertical_weight must be >= 0, got {self.vertical_weight}")
+        if not 0.0 <= self.direct_forces < 1.0:
+            raise ConfigError(
+                f"direct_forces must be in [0, 1) (the share of the run before conservative training), "
+                f"got {self.direct_forces}"
+            )
+        if self.direct_forces > 0.0 and self.model.get("cutoff") is None:
+            raise ConfigError(
+                "direct_forces needs a local model (--cutoff in Å): the direct-force head reads each atom's own "
+                "neighbourhood, which a global (all-pairs) model does not have"
+            )
         if self.align_temperature <= 0:
             raise ConfigError(f"align_temperature must be > 0, got {self.align_temperature}")
         if self.dtype not in ("float32", "float64"):

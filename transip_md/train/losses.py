@@ -39,6 +39,9 @@ Equivariance modes (rotations drawn uniformly from SO(3) per structure and step,
 
 Gradients reach the encoder through both views unless the alignment net's ``stop_gradient`` is set
 (then the target view B is detached). Why these choices: docs/training.md ("Objective").
+
+Direct-force pretraining (``direct_head`` given, ``direct.py``): F in L_EF is the network's direct force instead of
+-dE/dx, so a step needs no double backward; every mode's formula above is otherwise unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from torch import Tensor, nn
 
 from ..model.engine import forces_from_edge_gradient
 from .data import Batch
+from .direct import direct_outputs
 
 MODES = ("learned", "augment", "none")
 ALIGNS = ("pooled", "atoms")
@@ -235,8 +239,15 @@ def evaluate_batch(
     rotations: Tensor | None = None,
     training: bool = True,
     want_features: bool = False,
+    direct_head: nn.Module | None = None,
 ) -> Output:
-    """Energies (B,) and forces (N, 3) of ``batch`` (rotated by ``rotations`` (B, 3, 3) if given)."""
+    """Energies (B,) and forces (N, 3) of ``batch`` (rotated by ``rotations`` (B, 3, 3) if given).
+
+    With ``direct_head`` the forces are the direct ones (``direct.py``: no gradient through the positions)."""
+    if direct_head is not None:
+        per_atom, forces, features = direct_outputs(model, direct_head, batch, batch.edge_vectors(rotations))
+        energy = torch.zeros(batch.n_structures, dtype=torch.float64, device=per_atom.device)
+        return Output(energy.index_add(0, batch.batch, per_atom), forces, features if want_features else None)
     vec = batch.edge_vectors(rotations).detach().requires_grad_(True)
     if want_features:
         per_atom, features = per_atom_energies(model, batch, vec)
@@ -309,8 +320,11 @@ def training_loss(
     n_structures: int | None = None,
     n_atoms: int | None = None,
     w_vertical: float = 0.0,
+    direct_head: nn.Module | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The loss of one batch for equivariance ``mode`` (formulas in the module docstring).
+
+    ``direct_head``: fit direct forces instead of -dE/dx (direct-force pretraining, ``direct.py``).
 
     ``rotations``: (B, 3, 3) for ``augment``; for ``learned`` (B, 2, 3, 3) (two random views, what
     :func:`draw_rotations` gives) or (B, 3, 3) (views x and R x). ``transform`` is the alignment network
@@ -322,19 +336,19 @@ def training_loss(
     ns = batch.n_structures if n_structures is None else n_structures
     na = int(batch.species.shape[0]) if n_atoms is None else n_atoms
     if mode == "none":
-        out = evaluate_batch(model, batch)
+        out = evaluate_batch(model, batch, direct_head=direct_head)
         return energy_force_loss(out, batch, batch.forces, w_energy, w_force, ns, na, w_vertical)
     if rotations is None:
         raise ValueError(f"mode {mode!r} needs rotations for each structure")
     if mode == "augment":
         rot = rotations.to(torch.float64)
-        out = evaluate_batch(model, batch, rot)
+        out = evaluate_batch(model, batch, rot, direct_head=direct_head)
         return energy_force_loss(out, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na, w_vertical)
     if transform is None:
         raise ValueError("mode 'learned' needs the alignment network (build_alignment)")
     rot_a, rot_b, rel = views(rotations)
-    out_a = evaluate_batch(model, batch, rot_a, want_features=True)
-    out_b = evaluate_batch(model, batch, rot_b, want_features=True)
+    out_a = evaluate_batch(model, batch, rot_a, want_features=True, direct_head=direct_head)
+    out_b = evaluate_batch(model, batch, rot_b, want_features=True, direct_head=direct_head)
     ref_a = batch.forces if rot_a is None else batch.rotated_forces(rot_a)
     l_a, parts_a = energy_force_loss(out_a, batch, ref_a, w_energy, w_force, ns, na, w_vertical)
     l_b, parts_b = energy_force_loss(out_b, batch, batch.rotated_forces(rot_b), w_energy, w_force, ns, na, w_vertical)

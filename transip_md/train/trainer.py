@@ -60,6 +60,7 @@ from .data import (
     read_frames,
     statistics,
 )
+from .direct import DirectForceHead
 from .heldout import partition
 from .losses import alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
@@ -255,6 +256,11 @@ class Trainer:
         self.transform = alignment_from_config(cfg, self.model_config.d_model, dtype)
         if self.transform is not None:
             self.transform.to(self.device)
+        # direct-force pretraining (train/direct.py): a head used only while in_direct_phase(), never exported
+        self.direct_head = DirectForceHead(self.model_config.d_model, dtype) if cfg.direct_forces > 0 else None
+        if self.direct_head is not None:
+            self.direct_head.to(self.device)
+        self.direct_over = False  # the conservative phase has begun (it never goes back, also after a resume)
         self._build_optimizer()
         self.ema = EMA(self.model, cfg.ema_decay)
         self.topologies = TopologyCache(self.frames, self.model_config.cutoff)
@@ -297,6 +303,7 @@ class Trainer:
     def _build_optimizer(self) -> None:
         cfg = self.cfg
         params = list(self.model.parameters()) + (list(self.transform.parameters()) if self.transform else [])
+        params += list(self.direct_head.parameters()) if self.direct_head is not None else []
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -328,6 +335,8 @@ class Trainer:
             "model_state": self.model.state_dict(),
             "ema_state": {k: v.clone() for k, v in self.ema.shadow.items()},
             "transform_state": self.transform.state_dict() if self.transform else {},
+            "direct_head_state": self.direct_head.state_dict() if self.direct_head is not None else {},
+            "direct_over": self.direct_over,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt_mod.rng_state(),
@@ -359,6 +368,9 @@ class Trainer:
         self.ema.shadow = {k: v.to(self.device, copy=True) for k, v in ck["ema_state"].items()}
         if self.transform is not None:
             self.transform.load_state_dict(ck["transform_state"])
+        if self.direct_head is not None:
+            self.direct_head.load_state_dict(ck["direct_head_state"])
+        self.direct_over = bool(ck.get("direct_over", False))
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self._apply_lr_schedule()
@@ -435,6 +447,7 @@ class Trainer:
             loss, parts = training_loss(
                 self.model, self.transform, batch, cfg.equivariance, rot_all[mine].to(self.device),
                 cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms, cfg.vertical_weight,
+                self.direct_head if self.in_direct_phase() else None,
             )  # fmt: skip
             loss.backward()
             parts["loss"] = float(loss.detach())
@@ -496,6 +509,20 @@ class Trainer:
         return metrics, (preds if with_predictions else {})
 
     # ------------------------------------------------------------------ main loop
+    def in_direct_phase(self) -> bool:
+        """Whether the next step fits direct forces: the schedule's progress (max of steps / total steps and this
+        process's time / budget) is below ``direct_forces``; once it is not, it never is again in this run."""
+        share = self.cfg.direct_forces
+        if share <= 0.0 or self.direct_over:
+            return False
+        progress = self.step / max(1, self.total_steps)
+        if self.cfg.time_budget_s is not None:
+            progress = max(progress, (self._now() - self.clock_start) / self.cfg.time_budget_s)
+        if self.info.world > 1:  # every rank switches at the same step
+            progress = float(_all_reduce_sum(np.array([progress]), self.info)[0]) / self.info.world
+        self.direct_over = progress >= share
+        return not self.direct_over
+
     def _now(self) -> float:
         return self.step_clock if self.step_clock is not None else time.time()
 
@@ -545,13 +572,18 @@ class Trainer:
         train_stats = self._train_epoch()
         metrics, _ = self.validate() if self.val_ids else ({}, {})
         row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.scheduler.get_last_lr()[0]}
+        direct = self.direct_head is not None and not self.direct_over  # the epoch ended on direct forces
+        if self.direct_head is not None:
+            row["direct_forces"] = int(direct)
         row.update(train_stats)
         row.update(metrics)
         row["time_s"] = time.time() - t0
         row = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in row.items()}
         self.history.append(row)
         self.epoch += 1
-        is_best = self._record_best(metrics.get("val_force_mae_meV_per_A", train_stats.get("train_loss", math.inf)))
+        # an epoch that ended on direct forces is not a candidate: its conservative forces were not trained yet
+        score = math.inf if direct else metrics.get("val_force_mae_meV_per_A", train_stats.get("train_loss", math.inf))
+        is_best = self._record_best(score)
         if not self.info.main:
             return
         self._save_epoch(is_best)
