@@ -15,7 +15,7 @@ from transip_md.data import legacy_dataset_path
 from transip_md.model import TransIP, TransIPConfig, load_compiled
 from transip_md.train import losses
 from transip_md.train.config import ConfigError, TrainConfig
-from transip_md.train.data import Batch
+from transip_md.train.data import Batch, Frame, TopologyCache, collate
 from transip_md.train.direct import DirectForceHead, direct_outputs
 from transip_md.train.trainer import Trainer
 
@@ -45,31 +45,10 @@ def _model(repulsion: float = 1.0) -> TransIP:
     return model
 
 
-def _batch(molecules: list[tuple[list[int], np.ndarray]], charges=None) -> Batch:
-    """A batch of molecules (atomic numbers, positions Å) with every pair under the cutoff as two edges."""
-    species, pos, batch, edges, offset = [], [], [], [], 0
-    for b, (z, x) in enumerate(molecules):
-        n = len(z)
-        d = np.linalg.norm(x[:, None] - x[None], axis=-1)
-        i, j = np.nonzero((d < CUTOFF) & ~np.eye(n, dtype=bool))
-        edges.append(np.stack([i, j]) + offset)
-        species += z
-        pos.append(x)
-        batch += [b] * n
-        offset += n
-    pos_t = torch.tensor(np.concatenate(pos))
-    edge_index = torch.tensor(np.concatenate(edges, axis=1))
-    n_struct = len(molecules)
-    charges = charges or [0] * n_struct
-    return Batch(
-        species=torch.tensor(species), positions=pos_t, edge_index=edge_index,
-        shift_vec=torch.zeros(edge_index.shape[1], 3, dtype=torch.float64), batch=torch.tensor(batch),
-        charge=torch.tensor(charges, dtype=torch.float64),
-        spin=torch.tensor([1.0 + (c % 2 != 0) for c in charges], dtype=torch.float64),
-        n_atoms=torch.tensor([float(len(z)) for z, _ in molecules], dtype=torch.float64),
-        energy=torch.zeros(n_struct, dtype=torch.float64), forces=torch.zeros(len(species), 3, dtype=torch.float64),
-        frame_ids=list(range(n_struct)),
-    )  # fmt: skip
+def _batch(molecules: list[tuple[list[int], np.ndarray]]) -> Batch:
+    """A batch of neutral singlet molecules (atomic numbers, positions Å), edges by the trainer's neighbour lists."""
+    frames = [Frame(np.array(z), x, 0.0, np.zeros_like(x), mol_id=str(k)) for k, (z, x) in enumerate(molecules)]
+    return collate(list(range(len(frames))), frames, TopologyCache(frames, CUTOFF))
 
 
 def _molecules(seed: int = 0) -> list[tuple[list[int], np.ndarray]]:
