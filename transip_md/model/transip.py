@@ -230,8 +230,27 @@ class TransIP(nn.Module):
         for centres, tok, pos, logw, cond_g in groups:
             parts.append(self._encode(tok, pos, logw, cond_g, True)[:, 0])
             order.append(centres)
+        return self._rows_by_centre(parts, order)
+
+    def _rows_by_centre(self, parts: list[Tensor], order: list[Tensor]) -> Tensor:
+        """The length groups' rows (one tensor per group) put back in centre order: the row of centre c at c."""
         rows = torch.cat(parts)
-        return torch.zeros_like(rows).index_copy(0, torch.cat(order), rows)  # row of centre c at c
+        return torch.zeros_like(rows).index_copy(0, torch.cat(order), rows)
+
+    def _inputs(
+        self,
+        species: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int,
+        natoms: Optional[Tensor],  # noqa: UP045 - TorchScript
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Edge vectors (Å) in the model dtype, element indices and each structure's conditioning (B, d)."""
+        dtype = self.embed.weight.dtype
+        cond = self._condition(charge, spin, self._natoms(batch, n_centers, charge.shape[0], natoms), dtype)
+        return edge_vec.to(dtype), self._element_index(species), cond
 
     @torch.jit.unused
     def direct_force_outputs(
@@ -254,20 +273,19 @@ class TransIP(nn.Module):
         """
         if not self.is_local:
             raise RuntimeError("transip: direct forces need a local model (a finite cutoff)")
-        dtype = self.embed.weight.dtype
-        edge_vec = edge_vec.to(dtype)
         n_atoms = species.shape[0]
-        elem = self._element_index(species)
-        cond = self._condition(charge, spin, self._natoms(batch, n_atoms, charge.shape[0], None), dtype)
-        features = torch.zeros(n_atoms, self.config.d_model, dtype=dtype, device=edge_vec.device)
-        forces = torch.zeros(n_atoms, 3, dtype=dtype, device=edge_vec.device)
+        edge_vec, elem, cond = self._inputs(species, edge_vec, charge, spin, batch, n_atoms, None)
+        feature_parts: list[Tensor] = []
+        force_parts: list[Tensor] = []
+        order: list[Tensor] = []
         for centres, tok, pos, logw, cond_g in self._local_groups(elem, edge_index, edge_vec, cond[batch], n_atoms):
             h = self._encode(tok, pos, logw, cond_g, False)  # (S, L, d)
-            weights = force_head(h)  # (S, L, 1)
-            features = features.index_copy(0, centres, h[:, 0])
-            forces = forces.index_copy(0, centres, (weights * pos).sum(1))
-        scale = self.energy_scale.to(torch.float64)
-        return self.energies_from_features(features, species), forces.to(torch.float64) * scale, features
+            feature_parts.append(h[:, 0])
+            force_parts.append((force_head(h) * pos).sum(1))  # head (S, L, 1) times r (S, L, 3), over tokens
+            order.append(centres)
+        features = self._rows_by_centre(feature_parts, order)
+        forces = self._rows_by_centre(force_parts, order).to(torch.float64) * self.energy_scale.to(torch.float64)
+        return self.energies_from_features(features, species), forces, features
 
     def _global_sequences(
         self, elem: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int
@@ -377,19 +395,15 @@ class TransIP(nn.Module):
         natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> Tensor:
         """Final per-atom embeddings (n_centers, d_model) in the model dtype."""
-        dtype = self.embed.weight.dtype
-        edge_vec = edge_vec.to(dtype)
         n_atoms = species.shape[0]
         if n_centers < 0:
             n_centers = n_atoms
-        elem = self._element_index(species)
-        n_struct = charge.shape[0]
-        cond = self._condition(charge, spin, self._natoms(batch, n_centers, n_struct, natoms), dtype)
+        edge_vec, elem, cond = self._inputs(species, edge_vec, charge, spin, batch, n_centers, natoms)
         if self.is_local:
             return self._local_features(elem, edge_index, edge_vec, cond[batch[:n_centers]], n_centers)
         if n_centers != n_atoms:
             raise RuntimeError("transip: a global-mode model computes every atom (n_centers must be -1 or N)")
-        tok, pos, logw, local = self._global_sequences(elem, edge_index, edge_vec, batch, n_struct)
+        tok, pos, logw, local = self._global_sequences(elem, edge_index, edge_vec, batch, charge.shape[0])
         h = self._encode(tok, pos, logw, cond, False)
         return h[batch, local]
 

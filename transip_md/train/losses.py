@@ -233,6 +233,12 @@ def per_atom_energies(model: nn.Module, batch: Batch, vec: Tensor) -> tuple[Tens
     return energies, features
 
 
+def structure_energies(per_atom: Tensor, batch: Batch) -> Tensor:
+    """Energies (B,) in eV float64: the per-atom energies (N,) summed over each structure of ``batch``."""
+    energy = torch.zeros(batch.n_structures, dtype=torch.float64, device=per_atom.device)
+    return energy.index_add(0, batch.batch, per_atom)
+
+
 def evaluate_batch(
     model: nn.Module,
     batch: Batch,
@@ -246,16 +252,14 @@ def evaluate_batch(
     With ``direct_head`` the forces are the direct ones (``direct.py``: no gradient through the positions)."""
     if direct_head is not None:
         per_atom, forces, features = direct_outputs(model, direct_head, batch, batch.edge_vectors(rotations))
-        energy = torch.zeros(batch.n_structures, dtype=torch.float64, device=per_atom.device)
-        return Output(energy.index_add(0, batch.batch, per_atom), forces, features if want_features else None)
+        return Output(structure_energies(per_atom, batch), forces, features if want_features else None)
     vec = batch.edge_vectors(rotations).detach().requires_grad_(True)
     if want_features:
         per_atom, features = per_atom_energies(model, batch, vec)
     else:
         features = None
         per_atom = model(*batch_inputs(batch, vec))
-    energy = torch.zeros(batch.n_structures, dtype=torch.float64, device=per_atom.device)
-    energy = energy.index_add(0, batch.batch, per_atom)
+    energy = structure_energies(per_atom, batch)
     (grad,) = torch.autograd.grad(energy.sum(), vec, create_graph=training)
     grad = grad.to(torch.float64)
     forces = forces_from_edge_gradient(grad, batch.edge_index, batch.species.shape[0])  # out of place: keeps the graph
