@@ -237,14 +237,19 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         build_train_config(args)
 
 
-def test_stage_three_recipe_is_the_shipped_run():
-    """examples/train/finetune-vertical.yaml gives exactly the configuration the shipped stage-3 run stored (all but
+@pytest.mark.parametrize(
+    "recipe_file, checkpoint",
+    [("finetune-vertical.yaml", "transip-small-ft2"), ("finetune-stage4.yaml", "transip-small-ft3")],
+    ids=["stage3", "stage4"],
+)
+def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
+    """Each fine-tuning recipe in examples/train gives exactly the configuration its shipped run stored (all but
     where it wrote and whether it drew a progress bar)."""
     recipe = build_train_config(
-        build_parser().parse_args(["train", "--config", str(REPO / "examples/train/finetune-vertical.yaml")])
+        build_parser().parse_args(["train", "--config", str(REPO / "examples/train" / recipe_file)])
     ).to_dict()
-    stored = json.loads((REPO / "checkpoints/transip-small-ft2/config.json").read_text())
-    # keys added after that run (direct_forces) take their defaults, which are what the run did
+    stored = json.loads((REPO / "checkpoints" / checkpoint / "config.json").read_text())
+    # keys added after a run (direct_forces) take their defaults, which are what the run did
     stored = TrainConfig.from_dict(stored).to_dict()
     for key in ("output", "progress"):
         recipe.pop(key), stored.pop(key)
