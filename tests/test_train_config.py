@@ -239,8 +239,12 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
 
 @pytest.mark.parametrize(
     "recipe_file, checkpoint",
-    [("finetune-vertical.yaml", "transip-small-ft2"), ("finetune-stage4.yaml", "transip-small-ft3")],
-    ids=["stage3", "stage4"],
+    [
+        ("finetune-vertical.yaml", "transip-small-ft2"),
+        ("finetune-stage4.yaml", "transip-small-ft3"),
+        ("finetune-stage5.yaml", "transip-small-ft4"),
+    ],
+    ids=["stage3", "stage4", "stage5"],
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
     """Each fine-tuning recipe in examples/train gives exactly the configuration its shipped run stored (all but
