@@ -10,6 +10,7 @@ from conftest import ETHANOL_A, ETHANOL_Z, make_model
 from transip_md.train.config import ConfigError, TrainConfig
 from transip_md.train.data import Frame, TopologyCache, collate
 from transip_md.train.losses import (
+    ForceLoss,
     PooledAlignment,
     RotationTransform,
     alignment_from_config,
@@ -202,32 +203,39 @@ def test_config_and_flags():
             TrainConfig.from_dict({"data": ["x"], **bad})
 
 
-@pytest.mark.parametrize("align", ["pooled", "atoms"])
-def test_trainer_uses_the_chosen_alignment(tmp_path, align):
-    """A 3-step learned run: the checkpoint holds that alignment net, the log its loss; the export is TransIP."""
+def _tiny_run_config(tmp_path, **overrides) -> TrainConfig:
+    """A tiny run on the frames of :func:`_frames` (4 copies of each as separate molecules), written to tmp_path."""
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
 
+    from transip_md.train.data import frame_to_atoms
+
+    data = tmp_path / "d.extxyz"
+    if not data.exists():
+        atoms = []
+        for k in range(4):
+            for f in _frames():
+                a = frame_to_atoms(f)
+                a.info["mol_id"] = f"{f.mol_id}-{k}"
+                a.calc = SinglePointCalculator(a, energy=f.energy, forces=f.forces)
+                atoms.append(a)
+        write(data, atoms, format="extxyz")
+    model = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_rope_freqs": 1, "cutoff": 4.0, "elements": [1, 6, 8]}
+    settings = dict(
+        data=[str(data)], output=str(tmp_path / "run"), epochs=1, max_atoms=40, val_fraction=0.25, threads=1,
+        model=model, symmetry_structures=1, symmetry_rotations=2, progress=False, plots=False,
+    )  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("align", ["pooled", "atoms"])
+def test_trainer_uses_the_chosen_alignment(tmp_path, align):
+    """A 3-step learned run: the checkpoint holds that alignment net, the log its loss; the export is TransIP."""
     from transip_md.model import load_compiled
     from transip_md.train.checkpoint import load_checkpoint
-    from transip_md.train.data import frame_to_atoms
     from transip_md.train.trainer import Trainer
 
-    atoms = []
-    for k in range(4):
-        for f in _frames():
-            a = frame_to_atoms(f)
-            a.info["mol_id"] = f"{f.mol_id}-{k}"
-            a.calc = SinglePointCalculator(a, energy=f.energy, forces=f.forces)
-            atoms.append(a)
-    data = tmp_path / "d.extxyz"
-    write(data, atoms, format="extxyz")
-    model = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_rope_freqs": 1, "cutoff": 4.0, "elements": [1, 6, 8]}
-    cfg = TrainConfig(
-        data=[str(data)], output=str(tmp_path / "run"), equivariance="learned", align=align, epochs=1, max_steps=3,
-        max_atoms=40, val_fraction=0.25, threads=1, model=model, symmetry_structures=1, symmetry_rotations=2,
-        progress=False, plots=False,
-    )  # fmt: skip
+    cfg = _tiny_run_config(tmp_path, equivariance="learned", align=align, max_steps=3)
     trainer = Trainer(cfg)
     assert isinstance(trainer.transform, PooledAlignment if align == "pooled" else RotationTransform)
     result = trainer.fit()
@@ -236,3 +244,46 @@ def test_trainer_uses_the_chosen_alignment(tmp_path, align):
     assert result["history"][-1]["train_loss_align"] >= 0.0
     compiled = load_compiled(result["model"])
     assert not any(k.startswith("net.") for k in compiled.module.state_dict())
+
+
+def test_smooth_l1_force_term_matches_its_formula_and_its_gradient_is_bounded():
+    errors = torch.tensor([-2.0, -0.3, -0.04, 0.0, 0.01, 0.05, 0.7], dtype=torch.float64, requires_grad=True)
+    beta = 0.05
+    e = errors.detach().numpy()
+    expected = np.where(np.abs(e) >= beta, np.abs(e) - beta / 2, e**2 / (2 * beta)).sum()
+    total = ForceLoss("smooth_l1", beta).total(errors)
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-12)
+    (grad,) = torch.autograd.grad(total, errors)
+    expected_grad = np.where(np.abs(e) >= beta, np.sign(e), e / beta)
+    np.testing.assert_allclose(grad.numpy(), expected_grad, rtol=1e-12, atol=1e-15)
+    assert float(ForceLoss().total(errors.detach())) == pytest.approx(float((e**2).sum()), rel=1e-12)
+    with pytest.raises(ValueError, match="force loss"):
+        ForceLoss("l1")
+
+
+def test_force_loss_config_and_flags():
+    from transip_md.cli import build_parser
+    from transip_md.train.commands import build_train_config
+
+    assert (TrainConfig(data=["x"]).force_loss, TrainConfig(data=["x"]).force_loss_beta) == ("mse", 0.05)
+    args = build_parser().parse_args(["train", "--data", "x", "--force-loss", "smooth_l1", "--force-loss-beta", "0.1"])
+    cfg = build_train_config(args)
+    assert (cfg.force_loss, cfg.force_loss_beta) == ("smooth_l1", 0.1)
+    for bad, key in (({"force_loss": "huber"}, "force_loss"), ({"force_loss_beta": 0.0}, "force_loss_beta")):
+        with pytest.raises(ConfigError, match=key):
+            TrainConfig.from_dict({"data": ["x"], **bad})
+
+
+def test_trainer_fits_the_chosen_force_term(tmp_path):
+    """One step from the same weights and batch: with beta far above every error, smooth L1 is e^2 / (2 beta),
+    so its logged force loss is the squared-error run's divided by 2 beta, which shows the trainer uses the option."""
+    from transip_md.train.trainer import Trainer
+
+    logged = {}
+    for form in ("mse", "smooth_l1"):
+        cfg = _tiny_run_config(
+            tmp_path, output=str(tmp_path / form), max_steps=1, force_loss=form, force_loss_beta=1000.0
+        )
+        logged[form] = Trainer(cfg).fit()["history"][-1]["train_loss_force"]
+    assert logged["mse"] > 0.0
+    assert logged["smooth_l1"] * 2000.0 == pytest.approx(logged["mse"], rel=1e-9)

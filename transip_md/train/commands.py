@@ -152,6 +152,8 @@ _TRAIN_FLAGS = {
     "ema_decay": "ema_decay",
     "energy_weight": "energy_weight",
     "force_weight": "force_weight",
+    "force_loss": "force_loss",
+    "force_loss_beta": "force_loss_beta",
     "align_weight": "align_weight",
     "vertical_weight": "vertical_weight",
     "direct_forces": "direct_forces",
@@ -226,6 +228,8 @@ def _add_data_flags(p: argparse.ArgumentParser, d: dict) -> None:
 
 
 def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
+    from .config import FORCE_LOSSES
+
     p.add_argument(
         "--equivariance",
         choices=["learned", "augment", "none"],
@@ -247,7 +251,17 @@ def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--grad-clip", type=float, help=_with_default(d, "grad_clip", "gradient norm clip (0: off)"))
     p.add_argument("--ema-decay", type=float, help=_with_default(d, "ema_decay", "EMA decay of the weights"))
     p.add_argument("--energy-weight", type=float, help=_with_default(d, "energy_weight", "on (eV/atom)^2"))
-    p.add_argument("--force-weight", type=float, help=_with_default(d, "force_weight", "on (eV/Å)^2"))
+    p.add_argument("--force-weight", type=float, help=_with_default(d, "force_weight", "on the force term"))
+    p.add_argument(
+        "--force-loss",
+        choices=list(FORCE_LOSSES),
+        help=_with_default(d, "force_loss", "force term: squared error (eV/Å)^2 or smooth L1 (eV/Å)"),
+    )
+    p.add_argument(
+        "--force-loss-beta",
+        type=float,
+        help=_with_default(d, "force_loss_beta", "eV/Å where smooth_l1 turns from quadratic to absolute"),
+    )
     p.add_argument("--align-weight", type=float, help=_with_default(d, "align_weight", "learned-equivariance loss"))
     p.add_argument(
         "--vertical-weight",

@@ -38,6 +38,9 @@ RESUMABLE_KEYS = frozenset(
 #: before ``align`` existed, the learned alignment compared per-atom features ('atoms'), not today's 'pooled'.
 LEGACY_DEFAULTS = {"align": "atoms"}
 
+#: Forms of the force term of the loss (TrainConfig.force_loss; losses.py).
+FORCE_LOSSES = ("mse", "smooth_l1")
+
 
 class ConfigError(ValueError):
     """A training configuration that cannot be used; the message names the key or flag."""
@@ -64,7 +67,12 @@ class TrainConfig:
     # augment: the better of the measured settings so far (docs/training.md, "Why augment"); learned = the paper's
     equivariance: str = "augment"  # learned | augment | none
     energy_weight: float = 1.0  # on (eV/atom)^2
-    force_weight: float = 1.0  # on (eV/Å)^2
+    force_weight: float = 1.0  # on (eV/Å)^2 (force_loss 'mse') or eV/Å ('smooth_l1')
+    #: Form of the force term (losses.py): 'mse' (squared error per component, eV^2/Å^2) or 'smooth_l1'
+    #: (per component |e| - beta/2 above force_loss_beta eV/Å, e^2 / (2 beta) below: an absolute error that
+    #: does not let the few largest errors dominate; MACE's and fairchem's fine-tuning losses are of this kind).
+    force_loss: str = "mse"
+    force_loss_beta: float = 0.05  # eV/Å, smooth_l1 only
     align_weight: float = 1.0
     #: Weight of the vertical-gap loss (eV^2; losses.py): errors of energy differences between the charge/spin
     #: states of one geometry. > 0 batches the states of a geometry together. 0: off (the loss before it existed).
@@ -131,6 +139,10 @@ class TrainConfig:
             raise ConfigError(f"align must be pooled or atoms, got {self.align!r}")
         if self.align_loss not in ("mse", "infonce") or (self.align == "atoms" and self.align_loss != "mse"):
             raise ConfigError(f"align_loss must be mse or infonce (atoms: mse only), got {self.align_loss!r}")
+        if self.force_loss not in FORCE_LOSSES:
+            raise ConfigError(f"force_loss must be one of {FORCE_LOSSES}, got {self.force_loss!r}")
+        if not self.force_loss_beta > 0.0:
+            raise ConfigError(f"force_loss_beta must be > 0 eV/Å, got {self.force_loss_beta}")
         if not self.vertical_weight >= 0.0:
             raise ConfigError(f"vertical_weight must be >= 0, got {self.vertical_weight}")
         if not 0.0 <= self.direct_forces < 1.0:

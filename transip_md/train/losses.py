@@ -5,7 +5,11 @@ force loss can be back-propagated: a double backward through the model).
 
 Loss of one batch of B structures with N atoms (eV, Å):
 
-    L_EF(x) = w_E * mean_b ((E_b - E*_b) / n_b)^2  +  w_F * mean_{i,c} (F_ic - F*_ic)^2  [+ w_V * L_V]
+    L_EF(x) = w_E * mean_b ((E_b - E*_b) / n_b)^2  +  w_F * mean_{i,c} rho(F_ic - F*_ic)  [+ w_V * L_V]
+
+with rho(e) = e^2 (force loss 'mse', the default; eV^2/Å^2) or, for 'smooth_l1' with beta (eV/Å),
+rho(e) = |e| - beta/2 for |e| >= beta and e^2 / (2 beta) below (eV/Å): an absolute error, smooth at 0, whose
+gradient does not grow with the error, so the rare frames with large force errors do not dominate the fit.
 
 Vertical-gap term (``w_V`` = ``vertical_weight`` > 0; the trainer then batches the charge/spin states of one
 geometry together): with d_b = E_b - E*_b (eV) and g(b) the geometry of structure b,
@@ -53,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..model.engine import forces_from_edge_gradient
+from .config import FORCE_LOSSES
 from .data import Batch
 from .direct import direct_outputs
 
@@ -211,6 +216,24 @@ def draw_rotations(n: int, generator: torch.Generator, mode: str) -> Tensor:
     return random_rotations(n, generator)
 
 
+@dataclass(frozen=True)
+class ForceLoss:
+    """Form of the force term: 'mse' or 'smooth_l1' with ``beta`` eV/Å (module docstring)."""
+
+    form: str = "mse"
+    beta: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.form not in FORCE_LOSSES:
+            raise ValueError(f"force loss must be one of {FORCE_LOSSES}, got {self.form!r}")
+
+    def total(self, errors: Tensor) -> Tensor:
+        """sum of rho over every component of ``errors`` (eV/Å)."""
+        if self.form == "mse":
+            return (errors**2).sum()
+        return F.smooth_l1_loss(errors, torch.zeros_like(errors), reduction="sum", beta=self.beta)
+
+
 @dataclass
 class Output:
     energy: Tensor  # (B,) eV float64
@@ -275,12 +298,13 @@ def energy_force_loss(
     n_structures: int,
     n_atoms: int,
     w_vertical: float = 0.0,
+    force_loss: ForceLoss = ForceLoss(),
 ) -> tuple[Tensor, dict[str, float]]:
     """Sums over this batch divided by the GLOBAL structure / atom counts (so data-parallel shards add up)."""
     de = (out.energy - batch.energy) / batch.n_atoms
     df = out.forces - ref_forces
     le = (de**2).sum() / n_structures
-    lf = (df**2).sum() / (3 * n_atoms)
+    lf = force_loss.total(df) / (3 * n_atoms)
     loss = w_energy * le + w_force * lf
     parts = {"loss_energy": float(le.detach()), "loss_force": float(lf.detach())}
     if w_vertical > 0.0:
@@ -325,6 +349,7 @@ def training_loss(
     n_atoms: int | None = None,
     w_vertical: float = 0.0,
     direct_head: nn.Module | None = None,
+    force_loss: ForceLoss = ForceLoss(),
 ) -> tuple[Tensor, dict[str, float]]:
     """The loss of one batch for equivariance ``mode`` (formulas in the module docstring).
 
@@ -341,21 +366,25 @@ def training_loss(
     na = int(batch.species.shape[0]) if n_atoms is None else n_atoms
     if mode == "none":
         out = evaluate_batch(model, batch, direct_head=direct_head)
-        return energy_force_loss(out, batch, batch.forces, w_energy, w_force, ns, na, w_vertical)
+        return energy_force_loss(out, batch, batch.forces, w_energy, w_force, ns, na, w_vertical, force_loss)
     if rotations is None:
         raise ValueError(f"mode {mode!r} needs rotations for each structure")
     if mode == "augment":
         rot = rotations.to(torch.float64)
         out = evaluate_batch(model, batch, rot, direct_head=direct_head)
-        return energy_force_loss(out, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na, w_vertical)
+        return energy_force_loss(
+            out, batch, batch.rotated_forces(rot), w_energy, w_force, ns, na, w_vertical, force_loss
+        )
     if transform is None:
         raise ValueError("mode 'learned' needs the alignment network (build_alignment)")
     rot_a, rot_b, rel = views(rotations)
     out_a = evaluate_batch(model, batch, rot_a, want_features=True, direct_head=direct_head)
     out_b = evaluate_batch(model, batch, rot_b, want_features=True, direct_head=direct_head)
     ref_a = batch.forces if rot_a is None else batch.rotated_forces(rot_a)
-    l_a, parts_a = energy_force_loss(out_a, batch, ref_a, w_energy, w_force, ns, na, w_vertical)
-    l_b, parts_b = energy_force_loss(out_b, batch, batch.rotated_forces(rot_b), w_energy, w_force, ns, na, w_vertical)
+    l_a, parts_a = energy_force_loss(out_a, batch, ref_a, w_energy, w_force, ns, na, w_vertical, force_loss)
+    l_b, parts_b = energy_force_loss(
+        out_b, batch, batch.rotated_forces(rot_b), w_energy, w_force, ns, na, w_vertical, force_loss
+    )
     align = transform.loss(out_a.features, out_b.features, rel, batch, ns, na)
     loss = 0.5 * (l_a + l_b) + w_align * align
     parts = {k: 0.5 * (parts_a[k] + parts_b[k]) for k in parts_a}

@@ -62,7 +62,7 @@ from .data import (
 )
 from .direct import DirectForceHead
 from .heldout import partition
-from .losses import alignment_from_config, draw_rotations, training_loss
+from .losses import ForceLoss, alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
 
 logger = logging.getLogger(__name__)
@@ -447,7 +447,7 @@ class Trainer:
             loss, parts = training_loss(
                 self.model, self.transform, batch, cfg.equivariance, rot_all[mine].to(self.device),
                 cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms, cfg.vertical_weight,
-                self.direct_head if self.in_direct_phase() else None,
+                self.direct_head if self.in_direct_phase() else None, ForceLoss(cfg.force_loss, cfg.force_loss_beta),
             )  # fmt: skip
             loss.backward()
             parts["loss"] = float(loss.detach())
