@@ -70,7 +70,7 @@ class TrainConfig:
     force_weight: float = 1.0  # on (eV/Å)^2 (force_loss 'mse') or eV/Å ('smooth_l1')
     #: Form of the force term (losses.py): 'mse' (squared error per component, eV^2/Å^2) or 'smooth_l1'
     #: (per component |e| - beta/2 above force_loss_beta eV/Å, e^2 / (2 beta) below: an absolute error that
-    #: does not let the few largest errors dominate; MACE's and fairchem's fine-tuning losses are of this kind).
+    #: does not let the few largest errors dominate; MACE's Huber and fairchem's force-norm losses are of this kind).
     force_loss: str = "mse"
     force_loss_beta: float = 0.05  # eV/Å, smooth_l1 only
     align_weight: float = 1.0
