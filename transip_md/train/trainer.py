@@ -167,6 +167,7 @@ class Trainer:
         cfg.check()  # the model architecture too, before any data is read
         self.cfg = cfg
         self.by_geometry = cfg.vertical_weight > 0.0  # batch the states of one geometry together
+        self.force_loss = ForceLoss(cfg.force_loss, cfg.force_loss_beta)  # the force term of every step
         self.device = training_device(cfg.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -447,7 +448,7 @@ class Trainer:
             loss, parts = training_loss(
                 self.model, self.transform, batch, cfg.equivariance, rot_all[mine].to(self.device),
                 cfg.energy_weight, cfg.force_weight, cfg.align_weight, len(global_ids), n_atoms, cfg.vertical_weight,
-                self.direct_head if self.in_direct_phase() else None, ForceLoss(cfg.force_loss, cfg.force_loss_beta),
+                self.direct_head if self.in_direct_phase() else None, self.force_loss,
             )  # fmt: skip
             loss.backward()
             parts["loss"] = float(loss.detach())
