@@ -63,11 +63,33 @@ def transip_command(job: dict) -> list[str]:
         "-o", str(Path(job["workdir"]) / "transip"),
         "--val-fraction", str(VAL_FRACTION), "--set", f"split_seed={job['seed']}",
         "--max-val-frames", str(job["val_frames"]), "--no-progress", "--no-plots", "--threads", "1",
-        "--seed", str(job["seed"]), "--time-budget", str(job["budget_s"]), *shlex.split(job["transip_args"]),
+        "--seed", str(job["seed"]), "--time-budget", str(job["budget_s"]),
+        *force_loss_flags(job), *shlex.split(job["transip_args"]),
     ]  # fmt: skip
     if job["train_frames"] is not None:
         cmd += ["--max-frames", str(job["train_frames"])]
     return cmd
+
+
+#: Force weight of each side with the squared error; smooth L1 gets half of it (its gradient per component is 1
+#: above beta where the squared error's is 2e, with e ~ 0.3 eV/Å typical: halving keeps the energy/force balance).
+MSE_FORCE_WEIGHT = {"transip": 1.0, "mace": 10.0}
+
+
+def side_force_weight(job: dict, side: str) -> float:
+    """The force-term weight of ``side`` under the job's force loss."""
+    scale = 0.5 if job.get("force_loss", "mse") == "smooth_l1" else 1.0
+    return scale * MSE_FORCE_WEIGHT[side]
+
+
+def force_loss_flags(job: dict) -> list[str]:
+    """Trainer flags for the job's force loss (before --transip-args, so flags given there win)."""
+    if job.get("force_loss", "mse") == "mse":
+        return []
+    return [
+        "--force-loss", job["force_loss"], "--force-loss-beta", str(job["force_loss_beta"]),
+        "--force-weight", str(side_force_weight(job, "transip")),
+    ]  # fmt: skip
 
 
 def transip_result(run: Path, cmd: list[str], wall: float) -> dict:
@@ -106,7 +128,13 @@ def run_mace(job: dict) -> dict:
     _, frames, train, val, held = load_split(job["data"], job["train_frames"], job["val_frames"], job["seed"])
     elements = sorted({int(z) for f in frames for z in f.numbers})
     e0 = fit_energy_baseline(frames, train, elements).element_energies
-    peer = MacePeer(frames, train, val, elements, e0, seed=job["seed"], charge_spin=job["mace_charge_spin"])
+    from transip_md.train.losses import ForceLoss
+
+    peer = MacePeer(
+        frames, train, val, elements, e0, seed=job["seed"], charge_spin=job["mace_charge_spin"],
+        force_loss=ForceLoss(job.get("force_loss", "mse"), job.get("force_loss_beta", 0.05)),
+        force_weight=side_force_weight(job, "mace"),
+    )  # fmt: skip
     start = time.perf_counter()
     curve = peer.fit(job["budget_s"], eval_every_s=job["mace_eval_every_s"])
     wall = time.perf_counter() - start
@@ -115,7 +143,8 @@ def run_mace(job: dict) -> dict:
 
 
 #: Job keys that decide a side's result: a stored result is reused only when all of them are unchanged.
-RESULT_KEYS = ("data_path", "train_frames", "val_frames", "seed", "budget_s")
+RESULT_KEYS = ("data_path", "train_frames", "val_frames", "seed", "budget_s", "force_loss", "force_loss_beta")
+RESULT_DEFAULTS = {"force_loss": "mse", "force_loss_beta": 0.05}  # jobs written before the option existed
 SIDE_KEYS = {"transip": ("transip_args",), "mace": ("mace_charge_spin", "mace_eval_every_s")}
 
 
@@ -126,7 +155,7 @@ def side_result(job: dict, side: str) -> dict:
     does not throw away a finished 50-minute training run; the bench started again continues with what is missing.
     """
     path = Path(job["workdir"]) / side / "result.json.gz"
-    key = {k: job[k] for k in (*RESULT_KEYS, *SIDE_KEYS[side])}
+    key = {k: job.get(k, RESULT_DEFAULTS.get(k)) for k in (*RESULT_KEYS, *SIDE_KEYS[side])}
     if path.exists():
         with gzip.open(path, "rt") as fh:
             stored = json.load(fh)
@@ -197,6 +226,12 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
             "MACE gets mace-torch's total-charge and multiplicity embeddings."
             if meta.get("mace_charge_spin")
             else "MACE has no charge/spin input."
+        )
+        + (
+            f" Force term of both sides: smooth L1 (beta {meta['force_loss_beta']} eV/Å) at half the "
+            "squared-error force weight (TransIP 0.5, MACE 5)."
+            if meta.get("force_loss") == "smooth_l1"
+            else " Force term of both sides: squared error."
         ),
         "",
         "| model | state | frames | E MAE meV/atom | F MAE meV/Å |",
@@ -239,6 +274,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="give MACE mace-torch's total-charge and multiplicity embeddings (default: none, as published)",
     )
+    p.add_argument(
+        "--force-loss",
+        choices=("mse", "smooth_l1"),
+        default="mse",
+        help="force term of BOTH sides: squared error, or smooth L1 with --force-loss-beta eV/Å at half the force "
+        "weight (TransIP 1 -> 0.5, MACE 10 -> 5)",
+    )
+    p.add_argument("--force-loss-beta", type=float, default=0.05, help="smooth L1 threshold, eV/Å")
     p.add_argument("--workdir", default="runs/accuracy_vs_mace")
     p.add_argument("--output", default="bench/results/accuracy_vs_mace")
     args = p.parse_args(argv)
@@ -250,12 +293,19 @@ def main(argv: list[str] | None = None) -> int:
         "data": args.data, "train_frames": args.train_frames, "val_frames": args.val_frames, "seed": args.seed,
         "budget_s": 60.0 * args.budget_min, "workdir": str(work), "transip_args": args.transip_args,
         "data_path": path, "mace_eval_every_s": args.mace_eval_every,
-        "mace_charge_spin": args.mace_charge_spin,
+        "mace_charge_spin": args.mace_charge_spin, "force_loss": args.force_loss,
+        "force_loss_beta": args.force_loss_beta,
     }  # fmt: skip
     with mp.get_context("spawn").Pool(2) as pool:
         t_res = pool.apply_async(side_result, (job, "transip"))
         m_res = pool.apply_async(side_result, (job, "mace"))
-        results = {"TransIP": t_res.get(), "MACE": m_res.get()}
+        pending = {"TransIP": t_res, "MACE": m_res}
+        while not all(r.ready() for r in pending.values()):
+            for r in pending.values():  # a side that failed (e.g. mace-torch missing) stops the bench at once
+                if r.ready() and not r.successful():
+                    r.get()
+            time.sleep(5.0)
+        results = {name: r.get() for name, r in pending.items()}
     preds = {
         "TransIP": transip_predictions(results["TransIP"]["model"], frames, held),
         "MACE": {int(i): (e, np.asarray(f)) for i, (e, f) in results["MACE"]["preds"].items()},
@@ -270,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         "held_molecules": len({str(frames[i].mol_id) for i in held}),
         "budget_s": job["budget_s"],
         "mace_charge_spin": args.mace_charge_spin,
+        "force_loss": args.force_loss,
+        "force_loss_beta": args.force_loss_beta,
         "transip_command": results["TransIP"]["command"],
         "transip_model": results["TransIP"]["model"],
     }

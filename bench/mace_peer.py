@@ -1,9 +1,10 @@
 """MACE (mace-torch) as an equal-data, equal-budget peer for bench/accuracy_vs_mace.py.
 
 A small MACE (32 channels, max_L 1, 2 interactions, correlation 3, r_max 5 Å, float32) trained with a plain loop
-of this project's own (Adam, EMA, the same per-atom energy + force MSE loss as the TransIP trainer) for a fixed
-wall-clock budget. By default it is given no charge or spin input (the published small MACE has none), so it
-predicts one energy for all states of a geometry; per-state errors show what that costs. With ``charge_spin=True``
+of this project's own (Adam, EMA, the same per-atom energy + force loss as the TransIP trainer, the force term's
+form being the trainer's ``ForceLoss``: squared error or smooth L1) for a fixed wall-clock budget. By default it
+is given no charge or spin input (the published small MACE has none), so it predicts one energy for all states of
+a geometry; per-state errors show what that costs. With ``charge_spin=True``
 it gets mace-torch's own per-structure embeddings of the total charge and the multiplicity (categorical, one
 vector each, concatenated onto every node's species embedding: the UMA/eSEN style), the fairer peer for the
 charge/spin tasks. Needs `pip install mace-torch` (0.3.16 has ``embedding_specs``).
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from transip_md.train.losses import ForceLoss
 
 #: mace-torch embeddings of the total charge (-1, 0, +1 -> classes 0-2) and multiplicity (1-3 -> classes 0-2).
 CHARGE_SPIN_EMBEDDINGS = {
@@ -97,8 +100,12 @@ class MacePeer:
         seed: int = 0,
         r_max: float = 5.0,
         charge_spin: bool = False,
+        force_loss: ForceLoss | None = None,
+        force_weight: float = 10.0,
     ):
         torch.set_default_dtype(torch.float32)
+        self.force_loss = force_loss or ForceLoss()
+        self.force_weight = force_weight
         self.mace_data = importlib.import_module("mace.data")
         utils = importlib.import_module("mace.tools.utils")
         self.tg = importlib.import_module("mace.tools.torch_geometric")
@@ -135,8 +142,9 @@ class MacePeer:
         out = model(batch.to_dict(), training=training, compute_force=True)
         n = (batch.ptr[1:] - batch.ptr[:-1]).to(out["energy"].dtype)
         le = (((out["energy"] - batch.energy) / n) ** 2).mean()
-        lf = ((out["forces"] - batch.forces) ** 2).mean()
-        return le + 10.0 * lf
+        df = out["forces"] - batch.forces
+        lf = self.force_loss.total(df) / df.numel()
+        return le + self.force_weight * lf
 
     def fit(self, budget_s: float, batch_size: int = 8, lr: float = 5e-3, eval_every_s: float = 60.0) -> list[dict]:
         """Train for ``budget_s`` wall seconds; returns the learning curve [{time_s, val_force_mae_meV_per_A}]."""
