@@ -8,6 +8,10 @@ rise from 1.0x to 1.3x next to GFN2's, and whether the model's energy rises at e
 (a bond that a model lets fall apart shows a flat or falling curve there).
 
     OMP_NUM_THREADS=1 python bench/bond_dissociation.py
+    # the bonds of named held-out molecules (e.g. those an MD run broke), every listed type they hold:
+    OMP_NUM_THREADS=1 python bench/bond_dissociation.py --molecules first_5K-4554 --output /tmp/scan
+
+A second table lists every scan: the model's and GFN2-xTB's energy at 1.1x, 1.2x and 1.3x.
 
 Writes bench/results/bond_dissociation.md and .json (or --output PREFIX).
 """
@@ -54,11 +58,21 @@ def heldout_molecules(paths: list[str]) -> list[tuple[str, np.ndarray, np.ndarra
     return [(m, frames[i].numbers.copy(), frames[i].positions.copy()) for m, i in sorted(best.items())]
 
 
-def pick(molecules, per_type: int) -> dict[str, list[tuple[str, np.ndarray, np.ndarray, tuple[int, int]]]]:
-    """Per bond type 'A-B': up to ``per_type`` of the smallest molecules holding it, with one such bond."""
+def pick(
+    molecules, per_type: int, only: list[str] | None = None
+) -> dict[str, list[tuple[str, np.ndarray, np.ndarray, tuple[int, int]]]]:
+    """Per bond type 'A-B': up to ``per_type`` of the smallest molecules holding it, with one such bond.
+
+    ``only``: restrict to these held-out molecule ids (an id that is not a held-out molecule is an error)."""
     from ase.data import atomic_numbers
     from md_stability import contacts  # covalent bonds: ASE natural cutoffs x 1.2, as in the MD check
 
+    if only is not None:
+        known = {m[0] for m in molecules}
+        missing = [m for m in only if m not in known]
+        if missing:
+            raise SystemExit(f"--molecules: not a held-out molecule of the data: {', '.join(missing)}")
+        molecules = [m for m in molecules if m[0] in set(only)]
     out: dict[str, list] = {}
     for a, b in BOND_TYPES:
         za, zb = atomic_numbers[a], atomic_numbers[b]
@@ -90,7 +104,7 @@ def scan(atoms, bond: tuple[int, int], calc) -> np.ndarray:
     return e - e[SCALES.index(1.0)]
 
 
-def run(model_path: str, data: list[str], per_type: int) -> dict:
+def run(model_path: str, data: list[str], per_type: int, only: list[str] | None = None) -> dict:
     import torch
     from ase import Atoms
     from ase.optimize import BFGS
@@ -102,7 +116,7 @@ def run(model_path: str, data: list[str], per_type: int) -> dict:
     model = TransIPCalculator(model_path)
     xtb = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
     rows: dict[str, list[dict]] = {}
-    for name, found in pick(heldout_molecules(data), per_type).items():
+    for name, found in pick(heldout_molecules(data), per_type, only).items():
         for mol_id, z, pos, bond in found:
             atoms = Atoms(numbers=z, positions=pos)
             atoms.calc = xtb
@@ -146,6 +160,18 @@ def write_report(rows: dict, meta: dict, prefix: Path) -> str:
             f"{len(found)} | {np.mean([r['model_rise_eV'] for r in found]):.2f} | "
             f"{np.mean([r['gfn2_rise_eV'] for r in found]):.2f} | {max(r['max_error_eV'] for r in found):.2f} |"
         )
+    shown = [x for x in SCALES if 1.0 < x <= RISE_TO]
+    lines += [
+        "",
+        "Every scan: energy (eV, relative to 1.0x) of the model / GFN2-xTB with the bond scaled to",
+        "",
+        "| bond | molecule | formula | r0 Å | " + " | ".join(f"{x}x" for x in shown) + " |",
+        "|---|---|---|---|" + "---|" * len(shown),
+    ]
+    for name, found in rows.items():
+        for r in found:
+            cells = [f"{r['model_eV'][SCALES.index(x)]:.2f} / {r['gfn2_eV'][SCALES.index(x)]:.2f}" for x in shown]
+            lines.append(f"| {name} | {r['mol_id']} | {r['formula']} | {r['r0_A']:.2f} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     prefix.with_suffix(".md").write_text(text)
     return text
@@ -163,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         help="data with held-out flags (default: the shipped set and the bond supplement)",
     )
     p.add_argument("--per-type", type=int, default=3, help="molecules per bond type")
+    p.add_argument(
+        "--molecules", nargs="+", default=None, help="held-out molecule ids to scan (default: the smallest per type)"
+    )
     p.add_argument("--output", default="bench/results/bond_dissociation")
     args = p.parse_args(argv)
-    rows = run(args.model, args.data, args.per_type)
+    rows = run(args.model, args.data, args.per_type, args.molecules)
     meta = {
         "command": " ".join(["python bench/bond_dissociation.py", *(sys.argv[1:] if argv is None else argv)]),
         "model": args.model,
