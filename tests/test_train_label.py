@@ -90,6 +90,27 @@ def test_bond_supplement_grafts_every_rare_bond_group_and_spares_excluded_scaffo
     assert not parents & {m.mol_id.removeprefix("derived-bond-") for m in spared.molecules}
 
 
+def test_a_supplement_of_other_groups_grafts_them_under_ids_of_its_own():
+    from rdkit import Chem
+
+    from transip_md.train.commands import _graft_groups
+    from transip_md.train.molecules import SOFT_BOND_GRAFTS, select_bond_supplement
+
+    assert _graft_groups("soft", True) == SOFT_BOND_GRAFTS
+    assert _graft_groups(" [*]CBr, [*]CF ", True) == ("[*]CBr", "[*]CF")
+    with pytest.raises(SystemExit, match="CBr'"):  # no attachment point: named
+        _graft_groups("[*]CF,CBr", True)
+    with pytest.raises(SystemExit, match="needs --bond-supplement"):
+        _graft_groups("soft", False)
+    sel = select_bond_supplement(2 * len(SOFT_BOND_GRAFTS), seed=1, groups=SOFT_BOND_GRAFTS)
+    assert all(sel.derived[g] == 2 for g in SOFT_BOND_GRAFTS)
+    for m, group in zip(sel.molecules, SOFT_BOND_GRAFTS * 2, strict=True):
+        assert Chem.MolFromSmiles(m.smiles).HasSubstructMatch(Chem.MolFromSmiles(group.replace("[*]", "C")))
+        assert m.mol_id.startswith("derived-bond-") and m.mol_id.count("-") >= 3  # not the first supplement's ids
+    first = select_bond_supplement(2 * len(SOFT_BOND_GRAFTS), seed=1)
+    assert not {m.mol_id for m in first.molecules} & {m.mol_id for m in sel.molecules}
+
+
 def test_bad_inputs_are_counted_by_cause_and_the_run_resumes(tmp_path, monkeypatch):
     (tmp_path / "flaky_calc.py").write_text(textwrap.dedent(FLAKY))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -178,3 +199,5 @@ def test_manifest_of_the_main_selection_has_no_later_fields():
     assert set(_manifest(LabelConfig(), [])) == built_with
     supplement = _manifest(LabelConfig(bond_supplement=True, exclude_heldout_of="main.npz"), [])
     assert supplement["bond_supplement"] is True and supplement["exclude_heldout_of"] == "main.npz"
+    soft = _manifest(LabelConfig(bond_supplement=True, graft_groups=("[*]CBr",)), [])
+    assert soft["graft_groups"] == ["[*]CBr"] and "graft_groups" not in supplement

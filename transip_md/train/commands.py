@@ -38,6 +38,11 @@ def _register_label(sub: argparse._SubParsersAction) -> None:
         "--exclude-heldout-of",
         help="compact data file whose held-out molecules may not be scaffolds of the bond supplement",
     )
+    p.add_argument(
+        "--graft-groups",
+        help="with --bond-supplement: the groups to graft, SMILES with one [*] each, comma-separated, or 'soft' "
+        "(molecules.SOFT_BOND_GRAFTS; default: molecules.BOND_GRAFTS)",
+    )
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction)
     p.add_argument("--elements", default=",".join(d.elements), help="allowed elements, comma-separated")
     p.add_argument("--min-atoms", type=int, default=d.min_atoms)
@@ -68,6 +73,24 @@ def _states(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _graft_groups(text: str | None, bond_supplement: bool) -> tuple[str, ...] | None:
+    """--graft-groups as a tuple of group SMILES ('soft': molecules.SOFT_BOND_GRAFTS); checked with rdkit."""
+    if text is None:
+        return None
+    if not bond_supplement:
+        raise SystemExit("--graft-groups needs --bond-supplement")
+    from .molecules import SOFT_BOND_GRAFTS
+
+    groups = SOFT_BOND_GRAFTS if text.strip() == "soft" else tuple(g.strip() for g in text.split(",") if g.strip())
+    from rdkit import Chem
+
+    for g in groups:
+        mol = Chem.MolFromSmiles(g)
+        if mol is None or sum(a.GetAtomicNum() == 0 for a in mol.GetAtoms()) != 1:
+            raise SystemExit(f"--graft-groups: {g!r} is not a SMILES with exactly one [*] attachment point")
+    return groups
+
+
 def _run_label(args: argparse.Namespace) -> int:
     if args.sampler == "xtb-md":
         return _run_label_xtbmd(args)
@@ -90,6 +113,7 @@ def _run_label(args: argparse.Namespace) -> int:
         seed=args.seed,
         bond_supplement=args.bond_supplement,
         exclude_heldout_of=args.exclude_heldout_of,
+        graft_groups=_graft_groups(args.graft_groups, args.bond_supplement),
         calculator=args.calculator,
         calculator_kwargs=json.loads(args.calculator_kwargs),
     )

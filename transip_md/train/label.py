@@ -31,7 +31,14 @@ import numpy as np
 from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
-from .molecules import DEFAULT_ELEMENTS, Molecule, Selection, select_bond_supplement, select_molecules
+from .molecules import (
+    BOND_GRAFTS,
+    DEFAULT_ELEMENTS,
+    Molecule,
+    Selection,
+    select_bond_supplement,
+    select_molecules,
+)
 from .sampling import SamplingError, compress_pair, embed, scale_bond, thermal_md
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,8 @@ class LabelConfig:
     bond_supplement: bool = False
     #: A compact data file whose held-out molecules may not serve as scaffolds of the bond supplement.
     exclude_heldout_of: str | None = None
+    #: The bond supplement's groups (SMILES with one [*] attachment point; None: molecules.BOND_GRAFTS).
+    graft_groups: Sequence[str] | None = None
     calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -296,7 +305,7 @@ def _worker(task: tuple[int, Molecule, LabelConfig, str]) -> tuple[int, dict[str
 
 #: LabelConfig fields added after the shipped set was built: left out of a manifest while at their defaults, so
 #: parts folders made before they existed still resume.
-_LATER_FIELDS = {"bond_supplement": False, "exclude_heldout_of": None}
+_LATER_FIELDS = {"bond_supplement": False, "exclude_heldout_of": None, "graft_groups": None}
 
 
 def _manifest(cfg: LabelConfig, molecules: Sequence[Molecule]) -> dict[str, Any]:
@@ -350,6 +359,7 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
         cfg.min_atoms,
         cfg.max_atoms,
         cfg.seed,
+        groups=tuple(cfg.graft_groups) if cfg.graft_groups else BOND_GRAFTS,
     )
 
 
