@@ -28,8 +28,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transip_md.train.losses import ForceLoss
 
 HERE = Path(__file__).resolve().parent
 #: Validation share of the non-held-out molecules (the same partition as `transip-md train --val-fraction`).
@@ -71,23 +75,35 @@ def transip_command(job: dict) -> list[str]:
     return cmd
 
 
-#: Force weight of each side with the squared error; smooth L1 gets half of it (its gradient per component is 1
-#: above beta where the squared error's is 2e, with e ~ 0.3 eV/Å typical: halving keeps the energy/force balance).
+#: Force weight of each side with the squared error; smooth L1 gets SMOOTH_L1_WEIGHT_SCALE of it (its gradient per
+#: component is 1 above beta where the squared error's is 2e, e ~ 0.3 eV/Å typical: halving keeps the balance).
 MSE_FORCE_WEIGHT = {"transip": 1.0, "mace": 10.0}
+SMOOTH_L1_WEIGHT_SCALE = 0.5
+
+
+def job_force_loss(job: dict) -> ForceLoss:
+    """The force-term form of both sides (jobs written before the option: the squared error)."""
+    from transip_md.train.losses import ForceLoss
+
+    return ForceLoss(
+        job.get("force_loss", RESULT_DEFAULTS["force_loss"]),
+        job.get("force_loss_beta", RESULT_DEFAULTS["force_loss_beta"]),
+    )
 
 
 def side_force_weight(job: dict, side: str) -> float:
     """The force-term weight of ``side`` under the job's force loss."""
-    scale = 0.5 if job.get("force_loss", "mse") == "smooth_l1" else 1.0
+    scale = SMOOTH_L1_WEIGHT_SCALE if job_force_loss(job).form == "smooth_l1" else 1.0
     return scale * MSE_FORCE_WEIGHT[side]
 
 
 def force_loss_flags(job: dict) -> list[str]:
     """Trainer flags for the job's force loss (before --transip-args, so flags given there win)."""
-    if job.get("force_loss", "mse") == "mse":
+    loss = job_force_loss(job)
+    if loss.form == "mse":
         return []
     return [
-        "--force-loss", job["force_loss"], "--force-loss-beta", str(job["force_loss_beta"]),
+        "--force-loss", loss.form, "--force-loss-beta", str(loss.beta),
         "--force-weight", str(side_force_weight(job, "transip")),
     ]  # fmt: skip
 
@@ -128,12 +144,9 @@ def run_mace(job: dict) -> dict:
     _, frames, train, val, held = load_split(job["data"], job["train_frames"], job["val_frames"], job["seed"])
     elements = sorted({int(z) for f in frames for z in f.numbers})
     e0 = fit_energy_baseline(frames, train, elements).element_energies
-    from transip_md.train.losses import ForceLoss
-
     peer = MacePeer(
         frames, train, val, elements, e0, seed=job["seed"], charge_spin=job["mace_charge_spin"],
-        force_loss=ForceLoss(job.get("force_loss", "mse"), job.get("force_loss_beta", 0.05)),
-        force_weight=side_force_weight(job, "mace"),
+        force_loss=job_force_loss(job), force_weight=side_force_weight(job, "mace"),
     )  # fmt: skip
     start = time.perf_counter()
     curve = peer.fit(job["budget_s"], eval_every_s=job["mace_eval_every_s"])
@@ -228,8 +241,10 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
             else "MACE has no charge/spin input."
         )
         + (
-            f" Force term of both sides: smooth L1 (beta {meta['force_loss_beta']} eV/Å) at half the "
-            "squared-error force weight (TransIP 0.5, MACE 5)."
+            f" Force term of both sides: smooth L1 (beta {meta['force_loss_beta']} eV/Å) at "
+            f"{SMOOTH_L1_WEIGHT_SCALE}x the squared-error force weight (TransIP "
+            f"{SMOOTH_L1_WEIGHT_SCALE * MSE_FORCE_WEIGHT['transip']:g}, MACE "
+            f"{SMOOTH_L1_WEIGHT_SCALE * MSE_FORCE_WEIGHT['mace']:g})."
             if meta.get("force_loss") == "smooth_l1"
             else " Force term of both sides: squared error."
         ),

@@ -68,11 +68,11 @@ def pick(
     from md_stability import contacts  # covalent bonds: ASE natural cutoffs x 1.2, as in the MD check
 
     if only is not None:
-        known = {m[0] for m in molecules}
-        missing = [m for m in only if m not in known]
+        wanted = set(only)
+        missing = sorted(wanted - {m[0] for m in molecules})
         if missing:
             raise SystemExit(f"--molecules: not a held-out molecule of the data: {', '.join(missing)}")
-        molecules = [m for m in molecules if m[0] in set(only)]
+        molecules = [m for m in molecules if m[0] in wanted]
     out: dict[str, list] = {}
     for a, b in BOND_TYPES:
         za, zb = atomic_numbers[a], atomic_numbers[b]

@@ -31,14 +31,7 @@ import numpy as np
 from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
-from .molecules import (
-    BOND_GRAFTS,
-    DEFAULT_ELEMENTS,
-    Molecule,
-    Selection,
-    select_bond_supplement,
-    select_molecules,
-)
+from .molecules import DEFAULT_ELEMENTS, Molecule, Selection, select_bond_supplement, select_molecules
 from .sampling import SamplingError, compress_pair, embed, scale_bond, thermal_md
 
 log = logging.getLogger(__name__)
@@ -359,7 +352,7 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
         cfg.min_atoms,
         cfg.max_atoms,
         cfg.seed,
-        groups=tuple(cfg.graft_groups) if cfg.graft_groups else BOND_GRAFTS,
+        groups=cfg.graft_groups,
     )
 
 

@@ -338,9 +338,9 @@ def select_bond_supplement(
     max_atoms: int = 40,
     seed: int = 0,
     size_bias: float = 4.0,
-    groups: Sequence[str] = BOND_GRAFTS,
+    groups: Sequence[str] | None = None,
 ) -> Selection:
-    """``n_molecules`` derived molecules, each one of ``groups`` (default :data:`BOND_GRAFTS`; taken in turn, so every
+    """``n_molecules`` derived molecules, each one of ``groups`` (None: :data:`BOND_GRAFTS`; taken in turn, so every
     group is equally represented) grafted onto an H C N O scaffold of the pool. Scaffolds are drawn in the
     same small-molecule-biased order as :func:`select_molecules`; scaffolds whose SMILES are in
     ``exclude_smiles`` (e.g. the held-out molecules of another set) are never used. Held-out: a seeded
@@ -352,8 +352,9 @@ def select_bond_supplement(
     seen = {m.smiles for m in pool}
     out: list[Molecule] = []
     derived: Counter[str] = Counter()
+    groups = BOND_GRAFTS if groups is None else tuple(groups)
     prefix = "derived-bond"  # other groups than BOND_GRAFTS: ids of their own, unique across supplements
-    if tuple(groups) != BOND_GRAFTS:
+    if groups != BOND_GRAFTS:
         prefix += "-" + hashlib.sha256(",".join(groups).encode()).hexdigest()[:6]
     for k in size_biased_order(scaffolds, rng, size_bias):
         if len(out) >= n_molecules:
