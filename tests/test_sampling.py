@@ -11,6 +11,7 @@ from transip_md.train.sampling import (
     compress_pair,
     covalent_radii,
     embed,
+    matching_bonds,
     min_contact_ratio,
     scale_bond,
     thermal_md,
@@ -109,6 +110,62 @@ def test_scale_bond_moves_one_side_rigidly(ethanol, lo, hi):
     shifts = d.positions[moved] - pos[moved]
     assert np.allclose(shifts, shifts[0])  # rigidly
     _check_labelled(numbers, d.positions, (0, 3))
+
+
+def test_scale_bond_stretches_the_bond_it_is_given(ethanol):
+    mol, numbers = ethanol
+    pos = mol.GetConformer(0).GetPositions()
+    co = next((b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds() if b.GetEndAtom().GetSymbol() == "O")
+    for seed in range(5):  # every draw stretches this bond, none another
+        d = scale_bond(mol, pos, np.random.default_rng(seed), 1.3, 1.4, bond=co)
+        assert set(d.atoms) == set(co)
+        new_len = np.linalg.norm(d.positions[co[1]] - d.positions[co[0]])
+        assert new_len == pytest.approx(d.ratio * np.linalg.norm(pos[co[1]] - pos[co[0]]), rel=1e-9)
+    with pytest.raises(ValueError, match="not bonded"):
+        scale_bond(mol, pos, np.random.default_rng(0), 1.3, 1.4, bond=(0, 2))  # C...O of C-C-O
+
+
+def test_matching_bonds_finds_the_soft_bonds():
+    from rdkit import Chem
+
+    from transip_md.train.molecules import SOFT_BONDS
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("BrCc1ccc(C(F)(F)F)cc1"))
+    found = matching_bonds(mol, SOFT_BONDS)
+    symbols = sorted("".join(sorted(mol.GetAtomWithIdx(i).GetSymbol() for i in b)) for b in found)
+    assert symbols == ["BrC", "CF", "CF", "CF"]
+    assert matching_bonds(mol, ["[#16]-[F]"]) == []
+    with pytest.raises(ValueError, match="two-atom"):
+        matching_bonds(mol, ["[#6]-[#6]-[#6]"])
+
+
+def test_stretch_target_frames_come_last_and_stretch_the_target_bond():
+    """The stretch_target frames stretch a matching bond, one per stratum of target_stretch, and leave every
+    other frame of the molecule unchanged (their own random stream)."""
+    from transip_md.train.molecules import SOFT_BONDS
+
+    molecule = Molecule("t-br", "BrCc1ccccc1", "test", frozenset({"C", "H", "Br"}), 15)
+    plain_cfg = LabelConfig(md_steps=50)
+    plain = sample_molecule(3, molecule, plain_cfg, Labeller(plain_cfg))
+    cfg = LabelConfig(md_steps=50, target_bonds=SOFT_BONDS, target_stretch=(1.1, 1.5), target_frames=4)
+    out = sample_molecule(3, molecule, cfg, Labeller(cfg))
+    n = len(plain.energy)
+    assert np.array_equal(out.energy[:n], plain.energy) and all(
+        np.array_equal(a, b) for a, b in zip(out.positions[:n], plain.positions, strict=True)
+    )
+    target = [k for k, s in enumerate(out.sampler) if SAMPLERS[s] == "stretch_target"]
+    assert target == list(range(n, len(out.energy))) and out.stats["frames_stretch_target"] == len(target) == 5
+    ground = [k for k in target if (out.charge[k], out.spin[k]) == (0, 1)]
+    ratios = [out.param[k] for k in ground]
+    assert len(ground) == 4 and all(lo <= r <= lo + 0.1 for r, lo in zip(ratios, (1.1, 1.2, 1.3, 1.4), strict=True))
+    br = int(np.flatnonzero(out.numbers == 35)[0])
+    carbons = np.flatnonzero(out.numbers == 6)
+    c = int(carbons[np.argmin(np.linalg.norm(plain.positions[0][carbons] - plain.positions[0][br], axis=1))])
+    c_br = [float(np.linalg.norm(out.positions[k][br] - out.positions[k][c])) for k in ground]
+    assert c_br[-1] > 1.4 * 1.85 and c_br == sorted(c_br)  # the C-Br bond (~1.95 Å at rest) is the one stretched
+    # A molecule without a target bond: counted, nothing added.
+    none = sample_molecule(3, Molecule("t-o", "CC=O", "test", frozenset("CHO"), 7), cfg, Labeller(cfg))
+    assert none.stats["no_target_bond"] == 1 and "stretch_target" not in {SAMPLERS[s] for s in none.sampler}
 
 
 def test_sample_molecule_plan_states_and_geometry_ids():

@@ -159,10 +159,12 @@ def test_cli_builds_a_compact_set_with_tblite(tmp_path):
     smi.write_text("CC=O acetaldehyde\nCN methylamine\n")
     out = tmp_path / "x.npz"
     args = ["label", str(out), "--smiles", str(smi), "--elements", "H,C,N,O", "--per-element", "0"]
+    args += ["--target-bonds", "[#6]=[#8]", "--target-frames", "2"]  # stretch C=O: acetaldehyde has one, CN none
     assert main([*args, "--md-steps", "40", "--heldout-fraction", "0.5", "--no-progress"]) == 0
     frames, _ = read_frames(out)
     assert len({f.mol_id for f in frames}) == 2 and len(frames) >= 24
     assert {f.sampler for f in frames} == set(SAMPLERS) - {"xtb_md"}
+    assert {f.mol_id for f in frames if f.sampler == "stretch_target"} == {f.mol_id for f in frames if 8 in f.numbers}
     assert all(np.abs(f.forces).max() <= 100.0 for f in frames)
     # frames of one geometry id come from one molecule and hold identical positions
     by_geo = {}
@@ -201,3 +203,23 @@ def test_manifest_of_the_main_selection_has_no_later_fields():
     assert supplement["bond_supplement"] is True and supplement["exclude_heldout_of"] == "main.npz"
     soft = _manifest(LabelConfig(bond_supplement=True, graft_groups=("[*]CBr",)), [])
     assert soft["graft_groups"] == ["[*]CBr"] and "graft_groups" not in supplement
+    targeted = _manifest(LabelConfig(target_bonds=("[#6]-[Br]",), target_frames=2), [])
+    assert targeted["target_bonds"] == ["[#6]-[Br]"] and targeted["target_frames"] == 2
+    assert "target_stretch" not in targeted and "target_bonds" not in soft  # defaults stay out
+
+
+def test_target_bond_options_are_checked_and_named():
+    from transip_md.train.commands import _stretch_range, _target_bonds
+    from transip_md.train.molecules import SOFT_BONDS
+
+    assert _target_bonds(None) is None and _target_bonds("soft") == SOFT_BONDS
+    assert _target_bonds(" [#6]-[Br], [#7]-[Cl] ") == ("[#6]-[Br]", "[#7]-[Cl]")
+    with pytest.raises(SystemExit, match=r"'\[#6\]'"):  # one atom, no bond: named
+        _target_bonds("[#6]-[F],[#6]")
+    with pytest.raises(SystemExit, match="'C-C-C'"):
+        _target_bonds("C-C-C")
+    assert _stretch_range("1.1,1.5") == (1.1, 1.5)
+    with pytest.raises(SystemExit, match="0 < LO < HI"):
+        _stretch_range("1.5,1.1")
+    with pytest.raises(SystemExit, match="LO,HI"):
+        _stretch_range("1.5")

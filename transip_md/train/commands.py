@@ -43,6 +43,17 @@ def _register_label(sub: argparse._SubParsersAction) -> None:
         help="with --bond-supplement: the groups to graft, SMILES with one [*] each, comma-separated, or 'soft' "
         "(molecules.SOFT_BOND_GRAFTS; default: molecules.BOND_GRAFTS)",
     )
+    p.add_argument(
+        "--target-bonds",
+        help="extra stretched geometries of these bonds: two-atom SMARTS, comma-separated, or 'soft' "
+        "(molecules.SOFT_BONDS: the bonds of the soft graft groups); docs/data.md",
+    )
+    p.add_argument(
+        "--target-stretch",
+        default=",".join(str(x) for x in d.target_stretch),
+        help="LO,HI: the stretch range of --target-bonds, x bond length",
+    )
+    p.add_argument("--target-frames", type=int, default=d.target_frames, help="stretched geometries per molecule")
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction)
     p.add_argument("--elements", default=",".join(d.elements), help="allowed elements, comma-separated")
     p.add_argument("--min-atoms", type=int, default=d.min_atoms)
@@ -91,11 +102,40 @@ def _graft_groups(text: str | None, bond_supplement: bool) -> tuple[str, ...] | 
     return groups
 
 
+def _target_bonds(text: str | None) -> tuple[str, ...] | None:
+    """--target-bonds as a tuple of two-atom SMARTS ('soft': molecules.SOFT_BONDS); checked with rdkit."""
+    if text is None:
+        return None
+    from rdkit import Chem
+
+    from .molecules import SOFT_BONDS
+
+    bonds = SOFT_BONDS if text.strip() == "soft" else tuple(b.strip() for b in text.split(",") if b.strip())
+    for b in bonds:
+        query = Chem.MolFromSmarts(b)
+        if query is None or query.GetNumAtoms() != 2 or query.GetNumBonds() != 1:
+            raise SystemExit(f"--target-bonds: {b!r} is not a SMARTS of two bonded atoms (e.g. [#6]-[Br])")
+    return bonds
+
+
+def _stretch_range(text: str) -> tuple[float, float]:
+    """--target-stretch LO,HI (x bond length), 0 < LO < HI."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--target-stretch: {text!r} is not LO,HI (two numbers, x bond length)") from None
+    if not 0 < lo < hi:
+        raise SystemExit(f"--target-stretch: need 0 < LO < HI, got {lo}, {hi}")
+    return lo, hi
+
+
 def _run_label(args: argparse.Namespace) -> int:
     if args.sampler == "xtb-md":
         return _run_label_xtbmd(args)
     from .label import LabelConfig, run_labelling
 
+    if args.target_frames < 1:
+        raise SystemExit(f"--target-frames must be at least 1, got {args.target_frames}")
     cfg = LabelConfig(
         elements=tuple(s.strip() for s in args.elements.split(",") if s.strip()),
         min_atoms=args.min_atoms,
@@ -114,6 +154,9 @@ def _run_label(args: argparse.Namespace) -> int:
         bond_supplement=args.bond_supplement,
         exclude_heldout_of=args.exclude_heldout_of,
         graft_groups=_graft_groups(args.graft_groups, args.bond_supplement),
+        target_bonds=_target_bonds(args.target_bonds),
+        target_stretch=_stretch_range(args.target_stretch),
+        target_frames=args.target_frames,
         calculator=args.calculator,
         calculator_kwargs=json.loads(args.calculator_kwargs),
     )

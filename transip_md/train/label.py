@@ -32,14 +32,14 @@ from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 from .molecules import DEFAULT_ELEMENTS, Molecule, Selection, select_bond_supplement, select_molecules
-from .sampling import SamplingError, compress_pair, embed, scale_bond, thermal_md
+from .sampling import SamplingError, compress_pair, embed, matching_bonds, scale_bond, thermal_md
 
 log = logging.getLogger(__name__)
 
 #: (charge, multiplicity) states: neutral singlet, radical cation, radical anion, triplet.
 DEFAULT_STATES: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (-1, 2), (0, 3))
 #: Sampler names; a frame stores the index into this tuple.
-SAMPLERS = ("thermal", "compress_pair", "compress_bond", "stretch_bond", "relax", "xtb_md")
+SAMPLERS = ("thermal", "compress_pair", "compress_bond", "stretch_bond", "relax", "xtb_md", "stretch_target")
 #: Elements GFN2-xTB is parametrised for (H..Rn).
 XTB_MAX_Z = 86
 
@@ -72,6 +72,11 @@ class LabelConfig:
     exclude_heldout_of: str | None = None
     #: The bond supplement's groups (SMILES with one [*] attachment point; None: molecules.BOND_GRAFTS).
     graft_groups: Sequence[str] | None = None
+    #: Two-atom bond SMARTS (e.g. ``[#6]-[Br]``) whose bonds get ``target_frames`` extra stretched geometries per
+    #: molecule ("stretch_target"; None: none). Lengths x bond length, one frame per equal-width stratum.
+    target_bonds: Sequence[str] | None = None
+    target_stretch: tuple[float, float] = (1.05, 1.65)  # x bond length
+    target_frames: int = 4
     calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -222,13 +227,22 @@ def sample_molecule(index: int, molecule: Molecule, cfg: LabelConfig, labeller: 
     out = MoleculeFrames(numbers=np.array([a.GetAtomicNum() for a in mol.GetAtoms()]))
     out.stats[f"force_field_{ff_name}"] += 1
     try:
-        _plan(out, mol, cfg, labeller, rng)
+        _plan(out, mol, cfg, labeller, rng, np.random.default_rng([cfg.seed, index, 1]))
     except SamplingError as exc:
         out.stats[exc.cause] += 1
     return out
 
 
-def _plan(out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: np.random.Generator) -> None:
+def _plan(
+    out: MoleculeFrames,
+    mol,
+    cfg: LabelConfig,
+    labeller: Labeller,
+    rng: np.random.Generator,
+    target_rng: np.random.Generator,
+) -> None:
+    """The frames of one molecule; the stretch_target frames come last and draw from ``target_rng`` alone, so the
+    other frames are the same with or without them."""
     from .sampling import ClassicalSurface
 
     surface = ClassicalSurface(mol)
@@ -259,6 +273,28 @@ def _plan(out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: n
         got = _label_states(out, labeller, thermal[2], [state], "thermal", float(temps[2]))
         if state in got:
             _relax(out, labeller, thermal[2], state, got[state], cfg)
+    if cfg.target_bonds:
+        _stretch_targets(out, mol, cfg, labeller, thermal, target_rng)
+
+
+def _stretch_targets(
+    out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, thermal: list[np.ndarray], rng
+) -> None:
+    """``cfg.target_frames`` geometries, each a thermal geometry with one bond matching ``cfg.target_bonds`` (drawn
+    at random) stretched to u x its length, u drawn in the k-th of ``target_frames`` equal strata of
+    ``cfg.target_stretch``: the ground state, and on the second geometry also one other state."""
+    bonds = matching_bonds(mol, cfg.target_bonds or ())
+    if not bonds:
+        out.stats["no_target_bond"] += 1
+        return
+    states = list(cfg.states)
+    lo, hi = cfg.target_stretch
+    edges = np.linspace(lo, hi, cfg.target_frames + 1)
+    for k in range(cfg.target_frames):
+        bond = bonds[int(rng.integers(len(bonds)))]
+        d = scale_bond(mol, thermal[k % len(thermal)], rng, float(edges[k]), float(edges[k + 1]), bond=bond)
+        extra = [states[1 + int(rng.integers(len(states) - 1))]] if k == 1 and len(states) > 1 else []
+        _label_states(out, labeller, d.positions, [states[0], *extra], "stretch_target", d.ratio)
 
 
 def _part_arrays(res: MoleculeFrames, seconds: float, xtb_seconds: float) -> dict[str, np.ndarray]:
@@ -298,7 +334,14 @@ def _worker(task: tuple[int, Molecule, LabelConfig, str]) -> tuple[int, dict[str
 
 #: LabelConfig fields added after the shipped set was built: left out of a manifest while at their defaults, so
 #: parts folders made before they existed still resume.
-_LATER_FIELDS = {"bond_supplement": False, "exclude_heldout_of": None, "graft_groups": None}
+_LATER_FIELDS = {
+    "bond_supplement": False,
+    "exclude_heldout_of": None,
+    "graft_groups": None,
+    "target_bonds": None,
+    "target_stretch": [1.05, 1.65],
+    "target_frames": 4,
+}
 
 
 def _manifest(cfg: LabelConfig, molecules: Sequence[Molecule]) -> dict[str, Any]:

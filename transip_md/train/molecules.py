@@ -76,6 +76,8 @@ SOFT_BOND_GRAFTS = (
     "[*]S(=O)(=O)F",
     "[*]C(=O)NBr",
 )
+#: The bonds SOFT_BOND_GRAFTS bring in, as two-atom SMARTS: the targets of ``transip-md label --target-bonds soft``.
+SOFT_BONDS = ("[#6]-[Br]", "[#6]-[F]", "[#16]-[F]", "[#7]-[Br]")
 
 
 @dataclass

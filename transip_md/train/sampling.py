@@ -5,12 +5,14 @@
 * :func:`thermal_md` - Langevin (BAOAB) MD on the classical surface at 300-1200 K, in numpy.
 * :func:`compress_pair` - a random non-bonded pair pushed to 0.6-0.8 x the sum of covalent radii.
 * :func:`scale_bond` - a bond compressed (~0.7-0.8 x) or stretched (1.2-1.8 x) by moving the smaller side.
+* :func:`matching_bonds` - the bonds that match two-atom SMARTS (the targets of the stretch_target sampler).
 
 Every sampler takes a ``numpy.random.Generator`` so that a seeded run is reproducible.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,8 +259,11 @@ def _side(n_atoms: int, bonds: list[tuple[int, int]], cut: tuple[int, int]) -> s
     return seen
 
 
-def scale_bond(mol, pos: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> Distortion:
-    """Scale a random bond's length by u in [lo, hi] (u < 1 compresses, u > 1 stretches).
+def scale_bond(
+    mol, pos: np.ndarray, rng: np.random.Generator, lo: float, hi: float, bond: tuple[int, int] | None = None
+) -> Distortion:
+    """Scale a bond's length by u in [lo, hi] (u < 1 compresses, u > 1 stretches): ``bond`` (atom indices of a
+    bond of ``mol``), else a random one.
 
     A chain bond moves the smaller side rigidly along the bond axis; a ring bond moves only its end atom.
     """
@@ -266,7 +271,12 @@ def scale_bond(mol, pos: np.ndarray, rng: np.random.Generator, lo: float, hi: fl
     _, bonds = _graph(mol)
     if not bonds:
         raise SamplingError("no_bond", "molecule has no bond")
-    a, b = bonds[int(rng.integers(len(bonds)))]
+    if bond is None:
+        a, b = bonds[int(rng.integers(len(bonds)))]
+    elif mol.GetBondBetweenAtoms(*bond) is None:
+        raise ValueError(f"atoms {bond} are not bonded")
+    else:
+        a, b = bond
     side = _side(n, bonds, (a, b))
     if side is not None and len(side) > n - len(side):
         a, b = b, a
@@ -278,3 +288,20 @@ def scale_bond(mol, pos: np.ndarray, rng: np.random.Generator, lo: float, hi: fl
     new = pos.copy()
     new[moving] += (u - 1.0) * vec
     return Distortion(new, (a, b), u) if d > 0 else Distortion(pos.copy(), (a, b), 1.0)
+
+
+def matching_bonds(mol, patterns: Sequence[str]) -> list[tuple[int, int]]:
+    """Bonds of ``mol`` (sorted atom-index pairs, each once) that match any of the two-atom SMARTS ``patterns``
+    (e.g. ``[#6]-[Br]``), in pattern order."""
+    from rdkit import Chem
+
+    out: list[tuple[int, int]] = []
+    for smarts in patterns:
+        query = Chem.MolFromSmarts(smarts)
+        if query is None or query.GetNumAtoms() != 2:
+            raise ValueError(f"{smarts!r} is not a two-atom bond SMARTS")
+        for i, j in mol.GetSubstructMatches(query):
+            pair = (min(i, j), max(i, j))
+            if mol.GetBondBetweenAtoms(i, j) is not None and pair not in out:
+                out.append(pair)
+    return out
