@@ -11,7 +11,11 @@ rise from 1.0x to 1.3x next to GFN2's, and whether the model's energy rises at e
     # the bonds of named held-out molecules (e.g. those an MD run broke), every listed type they hold:
     OMP_NUM_THREADS=1 python bench/bond_dissociation.py --molecules first_5K-4554 --output /tmp/scan
 
-A second table lists every scan: the model's and GFN2-xTB's energy at 1.1x, 1.2x and 1.3x.
+A second table lists every scan: the model's and GFN2-xTB's energy at 1.1x, 1.2x and 1.3x. With ``--molecules``
+a third table bends the close 1-3 contacts of those molecules: two non-H atoms bonded to one centre (one of them
+terminal, e.g. geminal bromines) whose distance is within 1.2x of the MD check's bond distance for the pair; the
+terminal atom is rotated in the plane of the angle by -20..+5 degrees, so the table shows what it costs, in the model
+and in GFN2-xTB, to bring the pair inside the MD check's criterion (a "new bond" the reference may make too).
 
 Writes bench/results/bond_dissociation.md and .json (or --output PREFIX).
 """
@@ -27,6 +31,8 @@ import numpy as np
 
 SCALES = (0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
 RISE_TO = 1.3
+BENDS_DEG = (-20.0, -15.0, -10.0, -5.0, 0.0, 5.0)  # change of the i-centre-j angle, degrees
+NEAR_CHECK = 1.2  # a 1-3 pair is bent when its distance is below this x the MD check's bond distance
 BOND_TYPES = (
     ("P", "Cl"),
     ("S", "Cl"),
@@ -104,6 +110,60 @@ def scan(atoms, bond: tuple[int, int], calc) -> np.ndarray:
     return e - e[SCALES.index(1.0)]
 
 
+def check_distance(zi: int, zj: int) -> float:
+    """The MD check's bond distance for a pair of elements (Å): ASE natural cutoffs x md_stability.BOND_SCALE."""
+    from ase.data import covalent_radii
+    from md_stability import BOND_SCALE
+
+    return float(BOND_SCALE * (covalent_radii[zi] + covalent_radii[zj]))
+
+
+def close_geminal_pairs(numbers: np.ndarray, pos: np.ndarray) -> list[tuple[int, int, int]]:
+    """(i, centre, j): non-H atoms i, j bonded to one centre, j terminal (i terminal too, or not), closer than
+    NEAR_CHECK x the MD check's bond distance for the pair."""
+    from md_stability import contacts
+
+    bonds, _ = contacts(numbers, pos)
+    nbrs: dict[int, set[int]] = {k: set() for k in range(len(numbers))}
+    for a, b in bonds:
+        nbrs[a].add(b)
+        nbrs[b].add(a)
+    out = []
+    for c in range(len(numbers)):
+        heavy = sorted(k for k in nbrs[c] if numbers[k] > 1)
+        for x, a in enumerate(heavy):
+            for b in heavy[x + 1 :]:
+                i, j = (a, b) if len(nbrs[b]) == 1 else (b, a)  # j moves: the terminal one
+                if len(nbrs[j]) != 1 or j in nbrs[i]:
+                    continue
+                if np.linalg.norm(pos[i] - pos[j]) < NEAR_CHECK * check_distance(numbers[i], numbers[j]):
+                    out.append((i, c, j))
+    return out
+
+
+def bend(atoms, triple: tuple[int, int, int], calc) -> tuple[np.ndarray, np.ndarray]:
+    """Energies (eV, relative to the rest angle) and i...j distances (Å) with terminal atom j rotated about the
+    centre, in the plane of the angle, by each of BENDS_DEG (negative: the angle closes)."""
+    i, c, j = triple
+    p = atoms.get_positions()
+    u, v = p[i] - p[c], p[j] - p[c]
+    axis = np.cross(u, v)
+    axis /= np.linalg.norm(axis)  # turning v about +axis opens the angle from u
+    energies, distances = [], []
+    for deg in BENDS_DEG:
+        t = np.radians(deg)
+        turned = v * np.cos(t) + np.cross(axis, v) * np.sin(t) + axis * (axis @ v) * (1 - np.cos(t))
+        a = atoms.copy()
+        q = p.copy()
+        q[j] = p[c] + turned
+        a.set_positions(q)
+        a.calc = calc
+        energies.append(a.get_potential_energy())
+        distances.append(float(np.linalg.norm(q[i] - q[j])))
+    e = np.array(energies)
+    return e - e[BENDS_DEG.index(0.0)], np.array(distances)
+
+
 def run(model_path: str, data: list[str], per_type: int, only: list[str] | None = None) -> dict:
     import torch
     from ase import Atoms
@@ -116,7 +176,10 @@ def run(model_path: str, data: list[str], per_type: int, only: list[str] | None 
     model = TransIPCalculator(model_path)
     xtb = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
     rows: dict[str, list[dict]] = {}
-    for name, found in pick(heldout_molecules(data), per_type, only).items():
+    molecules = heldout_molecules(data)
+    if only is not None:
+        rows["bends"] = bends(molecules, only, model, xtb)
+    for name, found in pick(molecules, per_type, only).items():
         for mol_id, z, pos, bond in found:
             atoms = Atoms(numbers=z, positions=pos)
             atoms.calc = xtb
@@ -139,6 +202,38 @@ def run(model_path: str, data: list[str], per_type: int, only: list[str] | None 
     return rows
 
 
+def bends(molecules, only: list[str], model, xtb) -> list[dict]:
+    """The bend scans of :func:`close_geminal_pairs` in the named molecules (GFN2-relaxed first)."""
+    from ase import Atoms
+    from ase.data import chemical_symbols
+    from ase.optimize import BFGS
+
+    out = []
+    for mol_id, z, pos in molecules:
+        if mol_id not in only:
+            continue
+        atoms = Atoms(numbers=z, positions=pos)
+        atoms.calc = xtb
+        BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
+        for i, c, j in close_geminal_pairs(z, atoms.get_positions()):
+            ref, dist = bend(atoms, (i, c, j), xtb)
+            pred, _ = bend(atoms, (i, c, j), model)
+            out.append(
+                {
+                    "mol_id": mol_id,
+                    "formula": atoms.get_chemical_formula(),
+                    "pair": f"{chemical_symbols[z[i]]}-{chemical_symbols[z[c]]}-{chemical_symbols[z[j]]}",
+                    "atoms": [int(i), int(c), int(j)],
+                    "angle_deg": float(atoms.get_angle(i, c, j)),
+                    "check_A": check_distance(z[i], z[j]),
+                    "distance_A": dist.tolist(),
+                    "gfn2_eV": ref.tolist(),
+                    "model_eV": pred.tolist(),
+                }
+            )
+    return out
+
+
 def write_report(rows: dict, meta: dict, prefix: Path) -> str:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
@@ -154,6 +249,8 @@ def write_report(rows: dict, meta: dict, prefix: Path) -> str:
         f"| bond | molecules | model rises (of n) | model rise to {RISE_TO}x, eV | GFN2 rise, eV | max error, eV |",
         "|---|---|---|---|---|---|",
     ]
+    bent = rows.get("bends")
+    rows = {k: v for k, v in rows.items() if k != "bends"}
     for name, found in rows.items():
         lines.append(
             f"| {name} | {', '.join(r['formula'] for r in found)} | {sum(r['model_rises'] for r in found)}/"
@@ -172,9 +269,39 @@ def write_report(rows: dict, meta: dict, prefix: Path) -> str:
         for r in found:
             cells = [f"{r['model_eV'][SCALES.index(x)]:.2f} / {r['gfn2_eV'][SCALES.index(x)]:.2f}" for x in shown]
             lines.append(f"| {name} | {r['mol_id']} | {r['formula']} | {r['r0_A']:.2f} | " + " | ".join(cells) + " |")
+    if bent is not None:
+        lines += _bend_lines(bent)
     text = "\n".join(lines) + "\n"
     prefix.with_suffix(".md").write_text(text)
     return text
+
+
+def _bend_lines(bent: list[dict]) -> list[str]:
+    shown = [d for d in BENDS_DEG if d != 0.0]
+    lines = [
+        "",
+        "Close 1-3 contacts of the named molecules, bent: the pair's distance (Å) and the energy (eV, relative to the "
+        "rest angle) of the model / GFN2-xTB with the angle changed by",
+        "",
+        "| angle | molecule | formula | rest angle | rest distance / MD check Å | "
+        + " | ".join(f"{d:+g}°" for d in shown)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(shown),
+    ]
+    if not bent:
+        lines.append("| (none) | | | | |" + " |" * len(shown))
+    for b in bent:
+        rest = b["distance_A"][BENDS_DEG.index(0.0)]
+        cells = [
+            f"{b['distance_A'][k]:.2f}: {b['model_eV'][k]:.2f} / {b['gfn2_eV'][k]:.2f}"
+            for k, d in enumerate(BENDS_DEG)
+            if d != 0.0
+        ]
+        lines.append(
+            f"| {b['pair']} {b['atoms']} | {b['mol_id']} | {b['formula']} | {b['angle_deg']:.1f}° | "
+            f"{rest:.2f} / {b['check_A']:.2f} | " + " | ".join(cells) + " |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
