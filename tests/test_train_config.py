@@ -246,7 +246,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("finetune-stage6.yaml", "transip-small-ft5"),
         ("finetune-stage7.yaml", "transip-small-ft6"),
     ],
-    ids=["stage3", "stage4", "stage5", "stage6", "stage7-candidate"],
+    ids=["stage3", "stage4", "stage5", "stage6", "stage7"],
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
     """Each fine-tuning recipe in examples/train gives exactly the configuration its shipped run stored (all but
