@@ -106,15 +106,15 @@ def _target_bonds(text: str | None) -> tuple[str, ...] | None:
     """--target-bonds as a tuple of two-atom SMARTS ('soft': molecules.SOFT_BONDS); checked with rdkit."""
     if text is None:
         return None
-    from rdkit import Chem
-
     from .molecules import SOFT_BONDS
+    from .sampling import bond_query
 
     bonds = SOFT_BONDS if text.strip() == "soft" else tuple(b.strip() for b in text.split(",") if b.strip())
     for b in bonds:
-        query = Chem.MolFromSmarts(b)
-        if query is None or query.GetNumAtoms() != 2 or query.GetNumBonds() != 1:
-            raise SystemExit(f"--target-bonds: {b!r} is not a SMARTS of two bonded atoms (e.g. [#6]-[Br])")
+        try:
+            bond_query(b)
+        except ValueError as exc:
+            raise SystemExit(f"--target-bonds: {exc}") from None
     return bonds
 
 

@@ -278,7 +278,12 @@ def _plan(
 
 
 def _stretch_targets(
-    out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, thermal: list[np.ndarray], rng
+    out: MoleculeFrames,
+    mol,
+    cfg: LabelConfig,
+    labeller: Labeller,
+    thermal: list[np.ndarray],
+    rng: np.random.Generator,
 ) -> None:
     """``cfg.target_frames`` geometries, each a thermal geometry with one bond matching ``cfg.target_bonds`` (drawn
     at random) stretched to u x its length, u drawn in the k-th of ``target_frames`` equal strata of

@@ -290,17 +290,22 @@ def scale_bond(
     return Distortion(new, (a, b), u) if d > 0 else Distortion(pos.copy(), (a, b), 1.0)
 
 
+def bond_query(smarts: str):
+    """The rdkit query of a SMARTS of two bonded atoms (e.g. ``[#6]-[Br]``); ValueError naming it otherwise."""
+    from rdkit import Chem
+
+    query = Chem.MolFromSmarts(smarts)
+    if query is None or query.GetNumAtoms() != 2 or query.GetNumBonds() != 1:
+        raise ValueError(f"{smarts!r} is not a two-atom bond SMARTS (two bonded atoms, e.g. [#6]-[Br])")
+    return query
+
+
 def matching_bonds(mol, patterns: Sequence[str]) -> list[tuple[int, int]]:
     """Bonds of ``mol`` (sorted atom-index pairs, each once) that match any of the two-atom SMARTS ``patterns``
     (e.g. ``[#6]-[Br]``), in pattern order."""
-    from rdkit import Chem
-
     out: list[tuple[int, int]] = []
     for smarts in patterns:
-        query = Chem.MolFromSmarts(smarts)
-        if query is None or query.GetNumAtoms() != 2:
-            raise ValueError(f"{smarts!r} is not a two-atom bond SMARTS")
-        for i, j in mol.GetSubstructMatches(query):
+        for i, j in mol.GetSubstructMatches(bond_query(smarts)):
             pair = (min(i, j), max(i, j))
             if mol.GetBondBetweenAtoms(i, j) is not None and pair not in out:
                 out.append(pair)
