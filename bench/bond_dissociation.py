@@ -142,29 +142,24 @@ def close_geminal_pairs(numbers: np.ndarray, pos: np.ndarray) -> list[tuple[int,
 
 
 def bend(atoms, triple: tuple[int, int, int], calc) -> tuple[np.ndarray, np.ndarray]:
-    """Energies (eV, relative to the rest angle) and i...j distances (Å) with terminal atom j rotated about the
-    centre, in the plane of the angle, by each of BENDS_DEG (negative: the angle closes)."""
+    """Energies (eV, relative to the rest angle) and i...j distances (Å) with the i-centre-j angle changed by each
+    of BENDS_DEG (negative: it closes); only the terminal atom j moves, in the plane of the angle."""
     i, c, j = triple
-    p = atoms.get_positions()
-    u, v = p[i] - p[c], p[j] - p[c]
-    axis = np.cross(u, v)
-    axis /= np.linalg.norm(axis)  # turning v about +axis opens the angle from u
     energies, distances = [], []
     for deg in BENDS_DEG:
-        t = np.radians(deg)
-        turned = v * np.cos(t) + np.cross(axis, v) * np.sin(t) + axis * (axis @ v) * (1 - np.cos(t))
         a = atoms.copy()
-        q = p.copy()
-        q[j] = p[c] + turned
-        a.set_positions(q)
+        a.set_angle(i, c, j, deg, add=True)
         a.calc = calc
         energies.append(a.get_potential_energy())
-        distances.append(float(np.linalg.norm(q[i] - q[j])))
+        distances.append(float(a.get_distance(i, j)))
     e = np.array(energies)
     return e - e[BENDS_DEG.index(0.0)], np.array(distances)
 
 
-def run(model_path: str, data: list[str], per_type: int, only: list[str] | None = None) -> dict:
+def run(
+    model_path: str, data: list[str], per_type: int, only: list[str] | None = None
+) -> tuple[dict[str, list[dict]], list[dict] | None]:
+    """The bond scans by type, and with ``only`` the bend scans of those molecules (else None)."""
     import torch
     from ase import Atoms
     from ase.optimize import BFGS
@@ -175,15 +170,23 @@ def run(model_path: str, data: list[str], per_type: int, only: list[str] | None 
     torch.set_num_threads(1)
     model = TransIPCalculator(model_path)
     xtb = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
-    rows: dict[str, list[dict]] = {}
     molecules = heldout_molecules(data)
-    if only is not None:
-        rows["bends"] = bends(molecules, only, model, xtb)
-    for name, found in pick(molecules, per_type, only).items():
-        for mol_id, z, pos, bond in found:
+    picked = pick(molecules, per_type, only)  # checks --molecules before any GFN2-xTB work
+    relaxed_by_id: dict[str, Atoms] = {}
+
+    def relaxed(mol_id: str, z: np.ndarray, pos: np.ndarray) -> Atoms:
+        """The molecule relaxed with GFN2-xTB, once per molecule (scans and bends work on copies)."""
+        if mol_id not in relaxed_by_id:
             atoms = Atoms(numbers=z, positions=pos)
             atoms.calc = xtb
             BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
+            relaxed_by_id[mol_id] = atoms
+        return relaxed_by_id[mol_id]
+
+    rows: dict[str, list[dict]] = {}
+    for name, found in picked.items():
+        for mol_id, z, pos, bond in found:
+            atoms = relaxed(mol_id, z, pos)
             ref, pred = scan(atoms, bond, xtb), scan(atoms, bond, model)
             k1, k2 = SCALES.index(1.0), SCALES.index(RISE_TO)
             rows.setdefault(name, []).append(
@@ -199,22 +202,19 @@ def run(model_path: str, data: list[str], per_type: int, only: list[str] | None 
                     "model_rises": bool(np.all(np.diff(pred[k1 : k2 + 1]) > 0)),
                 }
             )
-    return rows
+    if only is None:
+        return rows, None
+    named = [m for m in molecules if m[0] in set(only)]
+    return rows, bends(named, [relaxed(*m) for m in named], model, xtb)
 
 
-def bends(molecules, only: list[str], model, xtb) -> list[dict]:
-    """The bend scans of :func:`close_geminal_pairs` in the named molecules (GFN2-relaxed first)."""
-    from ase import Atoms
+def bends(molecules, relaxed: list, model, xtb) -> list[dict]:
+    """The bend scans of :func:`close_geminal_pairs` in ``molecules`` ((mol_id, numbers, positions)), on their
+    GFN2-relaxed geometries ``relaxed`` (ASE Atoms, same order)."""
     from ase.data import chemical_symbols
-    from ase.optimize import BFGS
 
     out = []
-    for mol_id, z, pos in molecules:
-        if mol_id not in only:
-            continue
-        atoms = Atoms(numbers=z, positions=pos)
-        atoms.calc = xtb
-        BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
+    for (mol_id, z, _), atoms in zip(molecules, relaxed, strict=True):
         for i, c, j in close_geminal_pairs(z, atoms.get_positions()):
             ref, dist = bend(atoms, (i, c, j), xtb)
             pred, _ = bend(atoms, (i, c, j), model)
@@ -234,9 +234,11 @@ def bends(molecules, only: list[str], model, xtb) -> list[dict]:
     return out
 
 
-def write_report(rows: dict, meta: dict, prefix: Path) -> str:
+def write_report(rows: dict, meta: dict, prefix: Path, bent: list[dict] | None = None) -> str:
+    """The report (.md, returned) and .json at ``prefix``; ``bent``: the bend scans of ``--molecules`` runs."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    result: dict = {"meta": meta, "rows": rows} | ({} if bent is None else {"bends": bent})
+    prefix.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = [
         "# Bond stretching on held-out molecules: model against GFN2-xTB",
         "",
@@ -249,8 +251,6 @@ def write_report(rows: dict, meta: dict, prefix: Path) -> str:
         f"| bond | molecules | model rises (of n) | model rise to {RISE_TO}x, eV | GFN2 rise, eV | max error, eV |",
         "|---|---|---|---|---|---|",
     ]
-    bent = rows.get("bends")
-    rows = {k: v for k, v in rows.items() if k != "bends"}
     for name, found in rows.items():
         lines.append(
             f"| {name} | {', '.join(r['formula'] for r in found)} | {sum(r['model_rises'] for r in found)}/"
@@ -321,13 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--output", default="bench/results/bond_dissociation")
     args = p.parse_args(argv)
-    rows = run(args.model, args.data, args.per_type, args.molecules)
+    rows, bent = run(args.model, args.data, args.per_type, args.molecules)
     meta = {
         "command": " ".join(["python bench/bond_dissociation.py", *(sys.argv[1:] if argv is None else argv)]),
         "model": args.model,
         "data": [Path(d).name for d in args.data],
     }
-    print(write_report(rows, meta, Path(args.output)))
+    print(write_report(rows, meta, Path(args.output), bent))
     return 0
 
 

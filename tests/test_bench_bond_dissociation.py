@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,8 @@ def test_geminal_bromines_are_found_and_bent_shut(tmp_path, load_bench, monkeypa
         "check_A": bench.check_distance(35, 35), "distance_A": distances.tolist(), "gfn2_eV": energies.tolist(),
         "model_eV": (energies / 2).tolist(),
     }  # fmt: skip
-    text = bench.write_report({"bends": [row]}, {"command": "x", "model": "m.pt", "data": []}, tmp_path / "r")
+    text = bench.write_report({}, {"command": "x", "model": "m.pt", "data": []}, tmp_path / "r", bent=[row])
     line = next(ln for ln in text.splitlines() if ln.startswith("| Br-C-Br"))
     assert f"{distances[0]:.2f}: {energies[0] / 2:.2f} / {energies[0]:.2f}" in line and "/ 2.88 |" in line
+    stored = json.loads((tmp_path / "r.json").read_text())
+    assert stored["rows"] == {} and stored["bends"][0]["distance_A"] == pytest.approx(distances.tolist())
