@@ -141,6 +141,55 @@ def test_init_from_starts_at_the_checkpoint_ema_weights(runs, tmp_path):
         Trainer(other)
 
 
+def test_init_grow_starts_a_deeper_model_at_the_checkpoint_energies(runs, tmp_path):
+    """--init-grow: a 3-block model grown from the 2-block checkpoint gives its energies and forces (the new block
+    is an identity map), the old blocks keep their weights, the run then trains the new block; a grown
+    checkpoint with other changes, or without more blocks, is refused by name, and --init-grow needs --init-from."""
+    from transip_md.train.checkpoint import CheckpointError, model_from_checkpoint
+    from transip_md.train.config import ConfigError
+    from transip_md.train.data import collate
+    from transip_md.train.losses import evaluate_batch
+
+    tr, _, _ = runs["augment"]
+    last = tr.out / "last.pt"
+    old = model_from_checkpoint(load_checkpoint(last))
+    cfg = _cfg("augment", tmp_path / "grown")
+    cfg.init_from, cfg.init_grow = str(last), True
+    cfg.model = {**cfg.model, "n_layers": 3}
+    cfg.max_steps = 5
+    grown = Trainer(cfg)
+    assert len(grown.model.blocks) == 3
+    for name, value in old.state_dict().items():
+        torch.testing.assert_close(grown.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    ids = tr.val_ids[:4]
+    batch = collate(ids, tr.frames, tr.topologies)
+    want = evaluate_batch(old, batch, training=False)
+    got = evaluate_batch(grown.model, batch, training=False)
+    # float32 round-off only (the old last block now runs for every token, not just the centre): 0.1 meV, meV/Å
+    torch.testing.assert_close(got.energy, want.energy, rtol=0, atol=1e-4)
+    torch.testing.assert_close(got.forces, want.forces, rtol=0, atol=1e-4)
+    new_block = [p.detach().clone() for p in grown.model.blocks[2].parameters()]
+    grown.fit()
+    assert any(not torch.equal(a, b) for a, b in zip(new_block, grown.model.blocks[2].parameters(), strict=True))
+    assert torch.count_nonzero(grown.model.blocks[2].out.weight) > 0
+    same = _cfg("augment", tmp_path / "same")
+    same.init_from, same.init_grow = str(last), True
+    with pytest.raises(CheckpointError, match="must exceed the checkpoint's 2"):
+        Trainer(same)
+    wider = _cfg("augment", tmp_path / "wider")
+    wider.init_from, wider.init_grow = str(last), True
+    wider.model = {**wider.model, "n_layers": 3, "n_rbf": 16}
+    with pytest.raises(CheckpointError, match="n_rbf: 32 vs 16"):
+        Trainer(wider)
+    plain = _cfg("augment", tmp_path / "plain")
+    plain.init_from = str(last)
+    plain.model = {**plain.model, "n_layers": 3}
+    with pytest.raises(CheckpointError, match="add --init-grow"):
+        Trainer(plain)
+    with pytest.raises(ConfigError, match="needs init_from"):
+        TrainConfig(init_grow=True).check()
+
+
 def test_a_failed_export_names_the_kept_checkpoint_and_the_command(tmp_path, monkeypatch):
     """Compiling model.pt reads the package's source files at export time (TorchScript); if that fails (e.g. the
     package was edited or upgraded during a long run), the error says the checkpoints are kept and how to export."""

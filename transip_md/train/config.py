@@ -117,6 +117,9 @@ class TrainConfig:
     #: Start from the (EMA) weights of this trainer checkpoint, with a fresh optimizer, schedule and counters
     #: (fine-tuning, e.g. on more data); the model configuration must be the checkpoint's.
     init_from: str | None = None
+    #: With init_from: the model may have more blocks (model.n_layers) than the checkpoint; the extra blocks are
+    #: appended as identity maps, so the run starts at the checkpoint's energies (train/grow.py).
+    init_grow: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +169,8 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
         check_device(self.device)
+        if self.init_grow and not self.init_from:
+            raise ConfigError("init_grow (--init-grow) needs init_from (--init-from CKPT): the checkpoint to grow")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if isinstance(self.data, str):
@@ -272,6 +277,11 @@ def resume_config(resume: str | os.PathLike) -> dict[str, Any]:
     for key, value in LEGACY_DEFAULTS.items():
         data.setdefault(key, value)  # an older run resumes as what it trained, not as today's default
     return data
+
+
+def diff_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two (model) configs, sorted; a key missing on one side counts."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _get(data: dict[str, Any], key: str) -> Any:

@@ -1,4 +1,5 @@
-"""``transip-md evaluate``: errors of a compiled model on labelled data, overall and per charge/spin state."""
+"""``transip-md evaluate``: errors of a compiled model on labelled data, overall, per charge/spin state, per
+sampler and per element (forces)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 
 from ..model import load_compiled
 from .data import TopologyCache, heldout_split, read_frames
-from .metrics import error_sums, metrics_from_sums, per_state_metrics, predict_frames, symmetry_metrics
+from .metrics import (
+    error_sums,
+    metrics_from_sums,
+    per_element_force_metrics,
+    per_sampler_metrics,
+    per_state_metrics,
+    predict_frames,
+    symmetry_metrics,
+)
 from .vertical import format_vertical, vertical_gaps
 
 
@@ -41,6 +50,8 @@ def evaluate_model(
         "skipped_files": report.skipped_files,
         "overall": metrics_from_sums(error_sums(frames, preds)),
         "per_state": per_state_metrics(frames, preds),
+        "per_sampler": per_sampler_metrics(frames, preds),
+        "per_element": per_element_force_metrics(frames, preds),
         "symmetry": symmetry_metrics(model, frames, sym_ids, symmetry_rotations),
     }
     if vertical:
@@ -63,6 +74,19 @@ def format_table(result: dict[str, Any]) -> str:
     rows = [("all", result["overall"])] + list(result["per_state"].items())
     for name, m in rows:
         lines.append(f"{name:<15}" + "".join(f"{m[k]:>14{fmt}}" for k, _, fmt in cols))
+    by_sampler = result.get("per_sampler") or {}
+    if by_sampler:
+        lines += [f"{'sampler':<15}" + "".join(f"{title:>14}" for _, title, _ in cols), "-" * len(header)]
+        for name, m in by_sampler.items():
+            lines.append(f"{name:<15}" + "".join(f"{m[k]:>14{fmt}}" for k, _, fmt in cols))
+    by_element = result.get("per_element") or {}
+    if by_element:
+        lines += [f"{'element':<15}{'atoms':>14}{'F MAE meV/Å':>14}{'F RMSE meV/Å':>14}{'zero-F MAE':>14}", "-" * 71]
+        for name, m in by_element.items():
+            lines.append(
+                f"{name:<15}{m['atoms']:>14d}{m['force_mae_meV_per_A']:>14.1f}{m['force_rmse_meV_per_A']:>14.1f}"
+                f"{m['zero_force_mae_meV_per_A']:>14.1f}"
+            )
     sym = result.get("symmetry") or {}
     if sym:
         lines.append(

@@ -1,8 +1,9 @@
-"""Prediction over a set of frames and error metrics (meV, meV/atom, meV/Å), also per charge/spin state."""
+"""Prediction over a set of frames and error metrics (meV, meV/atom, meV/Å), also per charge/spin state, sampler
+and element."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,12 +60,55 @@ def metrics_from_sums(s: np.ndarray) -> dict[str, float]:
     }
 
 
-def per_state_metrics(frames: Sequence[Frame], preds: dict[int, tuple[float, np.ndarray]]) -> dict[str, Any]:
-    """Metrics for each (charge, multiplicity) state, keyed ``"+1/2"``."""
+def _grouped_metrics(
+    frames: Sequence[Frame], preds: dict[int, tuple[float, np.ndarray]], key: Callable[[Frame], str]
+) -> dict[str, Any]:
+    """Metrics of each group of frames with the same non-empty ``key(frame)``, in sorted key order."""
     groups: dict[str, dict[int, tuple[float, np.ndarray]]] = {}
     for i, p in preds.items():
-        groups.setdefault(f"{frames[i].charge:+d}/{frames[i].spin}", {})[i] = p
+        name = key(frames[i])
+        if name:
+            groups.setdefault(name, {})[i] = p
     return {k: metrics_from_sums(error_sums(frames, g)) for k, g in sorted(groups.items())}
+
+
+def per_state_metrics(frames: Sequence[Frame], preds: dict[int, tuple[float, np.ndarray]]) -> dict[str, Any]:
+    """Metrics for each (charge, multiplicity) state, keyed ``"+1/2"``."""
+    return _grouped_metrics(frames, preds, lambda f: f"{f.charge:+d}/{f.spin}")
+
+
+def per_sampler_metrics(frames: Sequence[Frame], preds: dict[int, tuple[float, np.ndarray]]) -> dict[str, Any]:
+    """Metrics for each sampler that made the geometries (thermal, stretch_bond, ...; compact .npz data).
+
+    Frames without a sampler name (extxyz, ASE databases) are left out; empty when none has one.
+    """
+    return _grouped_metrics(frames, preds, lambda f: f.sampler)
+
+
+def per_element_force_metrics(frames: Sequence[Frame], preds: dict[int, tuple[float, np.ndarray]]) -> dict[str, Any]:
+    """Force errors on the atoms of each element (meV/Å per Cartesian component), keyed by symbol in Z order.
+
+    ``zero_force_mae_meV_per_A`` is the mean |F| of the reference: the MAE of predicting zero forces.
+    """
+    from ase.data import chemical_symbols
+
+    sums: dict[int, np.ndarray] = {}  # Z -> [atoms, components, sum|dF|, sum dF^2, sum|F|]
+    for i, (_, f) in preds.items():
+        fr = frames[i]
+        df = f - fr.forces
+        for z in np.unique(fr.numbers):
+            sel = fr.numbers == z
+            s = sums.setdefault(int(z), np.zeros(5))
+            s += [sel.sum(), 3 * sel.sum(), np.abs(df[sel]).sum(), (df[sel] ** 2).sum(), np.abs(fr.forces[sel]).sum()]
+    return {
+        chemical_symbols[z]: {
+            "atoms": int(s[0]),
+            "force_mae_meV_per_A": float(1000 * s[2] / s[1]),
+            "force_rmse_meV_per_A": float(1000 * np.sqrt(s[3] / s[1])),
+            "zero_force_mae_meV_per_A": float(1000 * s[4] / s[1]),
+        }
+        for z, s in sorted(sums.items())
+    }
 
 
 def symmetry_metrics(model, frames: Sequence[Frame], ids: Sequence[int], n_rotations: int, seed: int = 0) -> dict:

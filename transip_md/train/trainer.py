@@ -48,7 +48,7 @@ from ..model import TransIP, TransIPConfig
 from . import checkpoint as ckpt_mod
 from .baseline import fit_energy_baseline
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, diff_keys
 from .data import (
     TopologyCache,
     collate,
@@ -61,6 +61,7 @@ from .data import (
     statistics,
 )
 from .direct import DirectForceHead
+from .grow import GrowError, check_growable, grow_into
 from .heldout import partition
 from .losses import ForceLoss, alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
@@ -157,7 +158,7 @@ def _all_reduce_sum(x: np.ndarray, info: DistInfo) -> np.ndarray:
 
 
 def _model_config_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    keys = diff_keys(a, b)
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
 
 
@@ -294,9 +295,25 @@ class Trainer:
     def _init_from(self, path: str) -> None:
         """Fine-tuning start: every weight and buffer (the fitted baseline too) from ``path``'s EMA model."""
         ck = ckpt_mod.load_checkpoint(path)
-        if ck["model_config"] != self.model_config.to_dict():
-            diff = _model_config_diff(ck["model_config"], self.model_config.to_dict())
-            raise CheckpointError(f"{path}: --init-from checkpoint has another model config ({diff})")
+        old_config, new_config = ck["model_config"], self.model_config.to_dict()
+        if self.cfg.init_grow:
+            try:
+                check_growable(old_config, new_config)
+                grow_into(self.model, ckpt_mod.model_from_checkpoint(ck).state_dict(), int(old_config["n_layers"]))
+            except GrowError as exc:
+                raise CheckpointError(f"{path}: {exc}") from exc
+            if self.info.main:
+                logger.info(
+                    "initial weights: EMA weights of %s (epoch %s, step %s), grown from %d to %d blocks (identity)",
+                    path, ck["epoch"], ck["step"], old_config["n_layers"], new_config["n_layers"],
+                )  # fmt: skip
+            return
+        if old_config != new_config:
+            diff = _model_config_diff(old_config, new_config)
+            hint = ""
+            if set(diff_keys(old_config, new_config)) == {"n_layers"}:
+                hint = "; add --init-grow to append the extra blocks as identity maps"
+            raise CheckpointError(f"{path}: --init-from checkpoint has another model config ({diff}){hint}")
         self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict())
         if self.info.main:
             logger.info("initial weights: EMA weights of %s (epoch %s, step %s)", path, ck["epoch"], ck["step"])
