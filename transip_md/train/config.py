@@ -284,6 +284,11 @@ def diff_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def describe_diff(a: dict[str, Any], b: dict[str, Any], keys: list[str]) -> str:
+    """``"key: a vs b"`` for each of ``keys``, comma-separated (for config-mismatch errors)."""
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
+
+
 def _get(data: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         if not isinstance(data, dict) or part not in data:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..model.transip import TransIP
-from .config import diff_keys
+from .config import describe_diff, diff_keys
 
 
 class GrowError(ValueError):
@@ -25,7 +25,7 @@ def check_growable(old_config: dict[str, Any], new_config: dict[str, Any]) -> No
     """Refuse anything but more blocks: every other model key must be the checkpoint's."""
     keys = [k for k in diff_keys(old_config, new_config) if k != "n_layers"]
     if keys:
-        diff = ", ".join(f"{k}: {old_config.get(k)!r} vs {new_config.get(k)!r}" for k in keys)
+        diff = describe_diff(old_config, new_config, keys)
         raise GrowError(f"--init-grow only adds blocks (model.n_layers); other model keys differ ({diff})")
     old, new = int(old_config["n_layers"]), int(new_config["n_layers"])
     if new <= old:

@@ -48,7 +48,7 @@ from ..model import TransIP, TransIPConfig
 from . import checkpoint as ckpt_mod
 from .baseline import fit_energy_baseline
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig, diff_keys
+from .config import ConfigError, TrainConfig, describe_diff, diff_keys
 from .data import (
     TopologyCache,
     collate,
@@ -158,8 +158,7 @@ def _all_reduce_sum(x: np.ndarray, info: DistInfo) -> np.ndarray:
 
 
 def _model_config_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    keys = diff_keys(a, b)
-    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
+    return describe_diff(a, b, diff_keys(a, b))
 
 
 # ---------------------------------------------------------------------------------------------- trainer
