@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from transip_md.train.losses import ForceLoss
+from transip_md.units import MEV_PER_EV
 
 #: mace-torch embeddings of the total charge (-1, 0, +1 -> classes 0-2) and multiplicity (1-3 -> classes 0-2).
 CHARGE_SPIN_EMBEDDINGS = {
@@ -182,7 +183,7 @@ class MacePeer:
         for batch in self._batches(graphs, 16, shuffle=False):
             out = model(batch.to_dict(), training=False, compute_force=True)
             errs.append((out["forces"].detach() - batch.forces).abs().flatten())
-        return 1000.0 * float(torch.cat(errs).mean())
+        return MEV_PER_EV * float(torch.cat(errs).mean())
 
     def predict(self, frames, ids) -> dict[int, tuple[float, np.ndarray]]:
         """{frame index: (energy eV, forces eV/Å)} with the best EMA weights."""

@@ -26,6 +26,7 @@ import torch
 from transip_md.model import load_compiled, predict, symmetry_error
 from transip_md.model.symmetrize import symmetrize
 from transip_md.train.data import frame_to_atoms, read_frames, split
+from transip_md.units import MEV_PER_EV
 
 #: (label, group, seed of the fixed rotation C; None = axis-aligned)
 VARIANTS = (
@@ -59,7 +60,11 @@ def errors(model, frames, ids) -> dict:
         af += float(np.abs(p.forces - f.forces).sum())
         nf += f.forces.size
     n = max(len(ids), 1)
-    return {"force_mae": 1000 * af / max(nf, 1), "energy_mae": 1000 * ae / n, "energy_mae_per_atom": 1000 * ae_atom / n}
+    return {
+        "force_mae": MEV_PER_EV * af / max(nf, 1),
+        "energy_mae": MEV_PER_EV * ae / n,
+        "energy_mae_per_atom": MEV_PER_EV * ae_atom / n,
+    }
 
 
 def cost(model, frame, repeats: int) -> float:

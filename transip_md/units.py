@@ -16,6 +16,9 @@ BOLTZMANN_EV_PER_K = 8.617333262e-5
 #: Coulomb constant e^2 / (4 pi eps0) in eV Å (CODATA 2018: 1.439964547e-9 eV m).
 COULOMB_EV_ANGSTROM = 14.39964547
 
+#: meV per eV: errors and spreads are reported in meV, meV/atom and meV/Å.
+MEV_PER_EV = 1000.0
+
 #: 1 eV in kJ/mol (96.48533212...).
 EV_TO_KJ_PER_MOL = ELECTRON_VOLT_J * AVOGADRO / 1000.0
 #: 1 eV in kcal/mol (23.0605478...).

@@ -8,6 +8,7 @@ import numpy as np
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
+from ..units import MEV_PER_EV
 from .compiled import CompiledModel
 from .evaluate import model_device, predict
 from .transip import TransIP
@@ -45,8 +46,8 @@ def symmetry_error(
     dev = f - f.mean(axis=0, keepdims=True)
     return {
         "n_rotations": n_rotations,
-        "energy_std_meV": float(e.std() * 1000.0),
-        "energy_range_meV": float((e.max() - e.min()) * 1000.0),
-        "force_rms_meV_per_A": float(np.sqrt((dev**2).mean()) * 1000.0),
-        "force_max_meV_per_A": float(np.abs(dev).max() * 1000.0),
+        "energy_std_meV": float(e.std() * MEV_PER_EV),
+        "energy_range_meV": float((e.max() - e.min()) * MEV_PER_EV),
+        "force_rms_meV_per_A": float(np.sqrt((dev**2).mean()) * MEV_PER_EV),
+        "force_max_meV_per_A": float(np.abs(dev).max() * MEV_PER_EV),
     }

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..model.evaluate import model_device
+from ..units import MEV_PER_EV
 from .data import Frame, TopologyCache, collate, frame_to_atoms, make_batches
 from .losses import evaluate_batch
 
@@ -50,12 +51,12 @@ def metrics_from_sums(s: np.ndarray) -> dict[str, float]:
     n = max(n, 1.0)
     nf = max(nf, 1.0)
     return {
-        "energy_mae_meV": float(1000 * ae / n),
-        "energy_rmse_meV": float(1000 * np.sqrt(se / n)),
-        "energy_mae_meV_per_atom": float(1000 * aea / n),
-        "energy_rmse_meV_per_atom": float(1000 * np.sqrt(sea / n)),
-        "force_mae_meV_per_A": float(1000 * af / nf),
-        "force_rmse_meV_per_A": float(1000 * np.sqrt(sf / nf)),
+        "energy_mae_meV": float(MEV_PER_EV * ae / n),
+        "energy_rmse_meV": float(MEV_PER_EV * np.sqrt(se / n)),
+        "energy_mae_meV_per_atom": float(MEV_PER_EV * aea / n),
+        "energy_rmse_meV_per_atom": float(MEV_PER_EV * np.sqrt(sea / n)),
+        "force_mae_meV_per_A": float(MEV_PER_EV * af / nf),
+        "force_rmse_meV_per_A": float(MEV_PER_EV * np.sqrt(sf / nf)),
         "frames": int(s[0]),
     }
 
@@ -103,9 +104,9 @@ def per_element_force_metrics(frames: Sequence[Frame], preds: dict[int, tuple[fl
     return {
         chemical_symbols[z]: {
             "atoms": int(s[0]),
-            "force_mae_meV_per_A": float(1000 * s[2] / s[1]),
-            "force_rmse_meV_per_A": float(1000 * np.sqrt(s[3] / s[1])),
-            "zero_force_mae_meV_per_A": float(1000 * s[4] / s[1]),
+            "force_mae_meV_per_A": float(MEV_PER_EV * s[2] / s[1]),
+            "force_rmse_meV_per_A": float(MEV_PER_EV * np.sqrt(s[3] / s[1])),
+            "zero_force_mae_meV_per_A": float(MEV_PER_EV * s[4] / s[1]),
         }
         for z, s in sorted(sums.items())
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import atomic_write
+from ..units import MEV_PER_EV
 
 
 def _save(fig, path: str | Path) -> None:
@@ -64,7 +65,7 @@ def parity_plots(frames, preds: dict, path: str | Path) -> None:
         lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         mae = float(np.abs(x - y).mean())
-        ax.set_title(f"{label}: MAE {mae * 1000:.1f} m")
+        ax.set_title(f"{label}: MAE {mae * MEV_PER_EV:.1f} m")
         ax.set_xlabel("reference")
         ax.set_ylabel("TransIP")
     fig.tight_layout()
