@@ -26,7 +26,7 @@ import torch
 from transip_md.model import load_compiled, predict, symmetry_error
 from transip_md.model.symmetrize import symmetrize
 from transip_md.train.data import frame_to_atoms, read_frames, split
-from transip_md.units import MEV_PER_EV
+from transip_md.train.metrics import error_sums, metrics_from_sums
 
 #: (label, group, seed of the fixed rotation C; None = axis-aligned)
 VARIANTS = (
@@ -51,19 +51,18 @@ def read_plain(path: str) -> list:
 
 
 def errors(model, frames, ids) -> dict:
-    ae, ae_atom, af, nf = 0.0, 0.0, 0.0, 0
+    """Force MAE (meV/Å) and energy MAE (meV, meV/atom) of ``model`` on frames ``ids``, through the engine-facing
+    ``predict`` (the symmetrised wrappers are not training modules) and the trainer's own error sums."""
+    preds = {}
     for i in ids:
         f = frames[i]
         p = predict(model, f.numbers, f.positions, f.cell, f.pbc, f.charge, f.spin)
-        ae += abs(p.energy - f.energy)
-        ae_atom += abs(p.energy - f.energy) / f.n_atoms
-        af += float(np.abs(p.forces - f.forces).sum())
-        nf += f.forces.size
-    n = max(len(ids), 1)
+        preds[i] = (p.energy, p.forces)
+    m = metrics_from_sums(error_sums(frames, preds))
     return {
-        "force_mae": MEV_PER_EV * af / max(nf, 1),
-        "energy_mae": MEV_PER_EV * ae / n,
-        "energy_mae_per_atom": MEV_PER_EV * ae_atom / n,
+        "force_mae": m["force_mae_meV_per_A"],
+        "energy_mae": m["energy_mae_meV"],
+        "energy_mae_per_atom": m["energy_mae_meV_per_atom"],
     }
 
 
