@@ -191,11 +191,12 @@ def test_max_val_frames_fixes_the_validation_set(tmp_path):
 
 
 def test_resume_of_a_run_stored_before_align_existed_keeps_per_atom_alignment(tmp_path):
-    """An old learned run's config.json has no ``align`` key: it resumes as align='atoms' (the only form then),
-    not today's default 'pooled'; a stored ``align`` is kept; changing it on resume is refused."""
+    """An old learned run's config.json has no ``align`` key: it resumes as align='atoms' (the only form then;
+    'pooled' was the default in between); a stored ``align`` is kept, so a 'pooled' run does not switch to today's
+    default 'atoms'; changing it on resume is refused."""
     from transip_md.train.config import ConfigError, resume_config
 
-    assert TrainConfig().align == "pooled"  # the new default, which an old run must not silently switch to
+    assert TrainConfig().align == "atoms"  # today's default (docs/training.md, "Which default")
     parse = build_parser().parse_args
     for stored_align, expected in ((None, "atoms"), ("pooled", "pooled"), ("atoms", "atoms")):
         run = tmp_path / f"run_{stored_align}"

@@ -187,17 +187,19 @@ def test_config_and_flags():
     from transip_md.cli import build_parser
     from transip_md.train.commands import build_train_config
 
-    assert TrainConfig(data=["x"]).equivariance == "augment"  # the default (docs/training.md, "Why augment")
+    assert TrainConfig(data=["x"]).equivariance == "augment"  # the default (docs/training.md, "Which default")
     cfg = TrainConfig(data=["x"], equivariance="learned")
-    assert (cfg.align, cfg.align_loss, cfg.align_stop_gradient) == ("pooled", "mse", False)
-    assert isinstance(alignment_from_config(cfg, 16, torch.float32), PooledAlignment)
-    atoms = TrainConfig(data=["x"], equivariance="learned", align="atoms")
-    assert isinstance(alignment_from_config(atoms, 16, torch.float32), RotationTransform)
+    assert (cfg.align, cfg.align_loss, cfg.align_stop_gradient) == ("atoms", "mse", False)
+    assert isinstance(alignment_from_config(cfg, 16, torch.float32), RotationTransform)
+    paper = TrainConfig(data=["x"], equivariance="learned", align="pooled")
+    assert isinstance(alignment_from_config(paper, 16, torch.float32), PooledAlignment)
     assert alignment_from_config(TrainConfig(data=["x"], equivariance="augment"), 16, torch.float32) is None
     args = build_parser().parse_args(["train", "--data", "x", "--align", "atoms", "--equivariance", "learned"])
     assert build_train_config(args).align == "atoms"
-    args = build_parser().parse_args(["train", "--data", "x", "--align-loss", "infonce"])
+    args = build_parser().parse_args(["train", "--data", "x", "--align", "pooled", "--align-loss", "infonce"])
     assert build_train_config(args).align_loss == "infonce"
+    with pytest.raises(ConfigError, match="needs align 'pooled'"):  # contrastive loss on the per-atom default
+        build_train_config(build_parser().parse_args(["train", "--data", "x", "--align-loss", "infonce"]))
     for bad in ({"align": "layers"}, {"align": "atoms", "align_loss": "infonce"}, {"align_temperature": 0.0}):
         with pytest.raises(ConfigError):
             TrainConfig.from_dict({"data": ["x"], **bad})

@@ -357,7 +357,7 @@ def _add_optimisation_flags(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument(
         "--align",
         choices=["pooled", "atoms"],
-        help=_with_default(d, "align", "learned mode: pooled molecular embedding (the paper's) or per-atom features"),
+        help=_with_default(d, "align", "learned mode: per-atom features or pooled molecular embedding (the paper's)"),
     )
     p.add_argument(
         "--align-loss",

@@ -64,7 +64,8 @@ class TrainConfig:
     )
     dtype: str = "float32"
     # objective
-    # augment: the better of the measured settings so far (docs/training.md, "Why augment"); learned = the paper's
+    # augment: the best setting per unit of training time in the study (docs/training.md, "Which default");
+    # learned = the paper's objective (with align 'pooled') or our per-atom form (align 'atoms')
     equivariance: str = "augment"  # learned | augment | none
     energy_weight: float = 1.0  # on (eV/atom)^2
     force_weight: float = 1.0  # on (eV/Å)^2 (force_loss 'mse') or eV/Å ('smooth_l1')
@@ -81,10 +82,11 @@ class TrainConfig:
     #: read off the network (eSEN's direct-force pretraining, train/direct.py; local models), before the
     #: conservative forces -dE/dx of the rest. 0: off (conservative throughout, as before it existed).
     direct_forces: float = 0.0
-    # learned mode: 'pooled' (the paper's: mean-pooled final embeddings of two rotated views) or 'atoms'
-    # (per-atom features); alignment loss 'mse' (normalised embeddings) or 'infonce' (contrastive over the
-    # batch, temperature align_temperature); align_stop_gradient detaches the target view. docs/training.md
-    align: str = "pooled"
+    # learned mode: 'atoms' (per-atom features; the default: the better form in the study, bench/equivariance.py)
+    # or 'pooled' (the paper's: mean-pooled final embeddings of two rotated views); alignment loss 'mse'
+    # (normalised embeddings) or 'infonce' (contrastive over the batch, temperature align_temperature; pooled
+    # only); align_stop_gradient detaches the target view. docs/training.md, "Which default"
+    align: str = "atoms"
     align_loss: str = "mse"
     align_temperature: float = 0.1
     align_stop_gradient: bool = False
@@ -140,8 +142,13 @@ class TrainConfig:
             raise ConfigError(f"equivariance must be learned, augment or none, got {self.equivariance!r}")
         if self.align not in ("pooled", "atoms"):
             raise ConfigError(f"align must be pooled or atoms, got {self.align!r}")
-        if self.align_loss not in ("mse", "infonce") or (self.align == "atoms" and self.align_loss != "mse"):
-            raise ConfigError(f"align_loss must be mse or infonce (atoms: mse only), got {self.align_loss!r}")
+        if self.align_loss not in ("mse", "infonce"):
+            raise ConfigError(f"align_loss must be mse or infonce, got {self.align_loss!r}")
+        if self.align == "atoms" and self.align_loss != "mse":
+            raise ConfigError(
+                f"align_loss {self.align_loss!r} needs align 'pooled' (--align pooled): the per-atom alignment "
+                "(align 'atoms', the default) uses mse"
+            )
         if self.force_loss not in FORCE_LOSSES:
             raise ConfigError(f"force_loss must be one of {FORCE_LOSSES}, got {self.force_loss!r}")
         if not self.force_loss_beta > 0.0:

@@ -29,7 +29,7 @@ Equivariance modes (rotations drawn uniformly from SO(3) per structure and step,
 
       L = 1/2 [L_EF(A) + L_EF(B)]  +  w_A * L_align
 
-  ``align='pooled'`` (default; the paper's form, :class:`PooledAlignment`): z = mean over the structure's
+  ``align='pooled'`` (the paper's form, :class:`PooledAlignment`): z = mean over the structure's
   atoms of the final per-atom features h (``model.atom_features``), z^ = its parameter-free layer norm
   (zero mean, unit variance over the d features) and T(R, z) = z + W_2 SiLU(W_1 [z, vec R] + b_1) + b_2:
 
@@ -37,7 +37,7 @@ Equivariance modes (rotations drawn uniformly from SO(3) per structure and step,
       infonce:  L_align = 1/B sum_b -log softmax_c( <u_b, v_c> / tau )_b,
                 u_b = T(R_b, z^_A,b) / |.|, v_c = z^_B,c / |.| (negatives: the other structures of the batch)
 
-  ``align='atoms'`` (our per-atom extension, :class:`RotationTransform`):
+  ``align='atoms'`` (our per-atom extension and the default, :class:`RotationTransform`):
 
       L_align = 1/(N d) sum_i || h_i(B) - T(R_b(i), h_i(A)) ||^2,   T(R, h) = h + MLP([h, vec R])
 
