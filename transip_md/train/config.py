@@ -64,8 +64,9 @@ class TrainConfig:
     )
     dtype: str = "float32"
     # objective
-    # augment: the best setting per unit of training time in the study (docs/training.md, "Which default");
-    # learned = the paper's objective (with align 'pooled') or our per-atom form (align 'atoms')
+    # augment: within 3.1 % of the learned forms in the study, which cost 1.3-2.6x its training time
+    # (docs/training.md, "Which default"); learned = the paper's objective (with align 'pooled') or our
+    # per-atom form (align 'atoms')
     equivariance: str = "augment"  # learned | augment | none
     energy_weight: float = 1.0  # on (eV/atom)^2
     force_weight: float = 1.0  # on (eV/Å)^2 (force_loss 'mse') or eV/Å ('smooth_l1')
