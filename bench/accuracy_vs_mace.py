@@ -14,6 +14,11 @@ TransIP trains with the project's trainer (`transip-md train --time-budget`, the
 (bench/mace_peer.py) trains for the same seconds. Each side stores its finished result in
 ``--workdir``/SIDE/result.json.gz; the same command started again reuses it (same data, split, budget and that
 side's settings) and trains only what is missing. Needs `pip install mace-torch`.
+
+Runs of one setting with different ``--seed`` (which also redraws the train/validation split; the held-out
+molecules stay) are summarised, mean and spread, by
+
+    python bench/accuracy_vs_mace.py --summarize A.json B.json --output bench/results/NAME
 """
 
 from __future__ import annotations
@@ -185,14 +190,37 @@ def side_result(job: dict, side: str) -> dict:
 
 
 def evaluate(frames, held, preds) -> dict:
-    from transip_md.train.metrics import error_sums, metrics_from_sums, per_state_metrics
+    from transip_md.train.metrics import (
+        error_sums,
+        metrics_from_sums,
+        per_element_force_metrics,
+        per_state_metrics,
+    )
     from transip_md.train.vertical import vertical_gaps
 
     return {
         "overall": metrics_from_sums(error_sums(frames, preds)),
         "per_state": per_state_metrics(frames, preds),
+        "per_element": per_element_force_metrics(frames, preds),
         "vertical": vertical_gaps(frames, preds, held),
     }
+
+
+def element_table(evals: dict) -> list[str]:
+    """Markdown rows of the held-out force MAE by element, one column per model (reports since 2026-12-04)."""
+    models = [m for m, ev in evals.items() if "per_element" in ev]
+    if not models:
+        return []
+    elements = list(evals[models[0]]["per_element"])
+    lines = [
+        "| element | atoms | " + " | ".join(f"{m} F MAE meV/Å" for m in models) + " | zero-force MAE meV/Å |",
+        "|---|---|" + "---|" * (len(models) + 1),
+    ]
+    for el in elements:
+        first = evals[models[0]]["per_element"][el]
+        cells = " | ".join(f"{evals[m]['per_element'][el]['force_mae_meV_per_A']:.1f}" for m in models)
+        lines.append(f"| {el} | {first['atoms']} | {cells} | {first['zero_force_mae_meV_per_A']:.1f} |")
+    return lines
 
 
 def transip_predictions(model_path: str, frames, held) -> dict:
@@ -265,8 +293,149 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
             lines.append(
                 f"| {name} | {gap} | {m['geometries']} | {m['mae_eV']:.3f} | {m['mean_predictor_mae_eV']:.3f} |"
             )
+    by_element = element_table(evals)
+    if by_element:
+        lines += ["", "Held-out forces by element:", "", *by_element]
     lines += ["", f"Learning curves: `{prefix.with_suffix('.png').name}`."]
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+#: Report settings that must be equal for runs to be summarised together (seeds, and so splits, may differ).
+SUMMARY_KEYS = ("budget_s", "mace_charge_spin", "force_loss", "force_loss_beta", "held_frames", "held_molecules")
+
+
+def _run_seed(meta: dict) -> int:
+    """The seed of a stored report (older reports name it only in the TransIP command)."""
+    if "seed" in meta:
+        return int(meta["seed"])
+    words = meta["transip_command"].split()
+    return int(words[words.index("--seed") + 1])
+
+
+def _transip_recipe(meta: dict) -> list[str]:
+    """The TransIP command without what differs between seeds (interpreter, data path, output, seeds)."""
+    words = meta["transip_command"].split()
+    words = words[words.index("train") + 1 :]
+    out, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in ("--data", "-o", "--seed"):
+            skip = True
+            continue
+        if w.startswith("split_seed="):
+            out.pop()  # its "--set"
+            continue
+        out.append(w)
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def summarize_reports(paths: list[str]) -> str:
+    """A Markdown summary of several reports of one setting (one per seed): mean and spread of each model's
+    held-out errors and of the paired TransIP - MACE force difference. Reports of different settings are refused."""
+    reports = []
+    for path in paths:
+        with open(path) as fh:
+            reports.append((path, json.load(fh)))
+    ref_path, ref = reports[0]
+    for path, rep in reports[1:]:
+        for key in SUMMARY_KEYS:
+            if rep["meta"].get(key) != ref["meta"].get(key):
+                raise SystemExit(
+                    f"{path}: {key} = {rep['meta'].get(key)!r}, but {ref_path} has {ref['meta'].get(key)!r}; "
+                    "only runs of one setting (differing in seed) can be summarised together"
+                )
+        if _transip_recipe(rep["meta"]) != _transip_recipe(ref["meta"]):
+            raise SystemExit(f"{path}: its TransIP recipe differs from {ref_path}'s (beyond seed and paths)")
+    seeds = [_run_seed(rep["meta"]) for _, rep in reports]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"two reports have the same seed ({seeds}); each seed once")
+    models = list(ref["evaluation"])
+    lines = [
+        "# TransIP vs MACE over seeds: equal data, equal wall-clock budget, held-out molecules",
+        "",
+        f"{len(reports)} runs of one setting (each a pair trained side by side, one thread each, "
+        f"{ref['meta']['budget_s'] / 60:.0f} min; the seed sets both sides' initialisation, batch order and "
+        f"train/validation split; the {ref['meta']['held_frames']} held-out frames of "
+        f"{ref['meta']['held_molecules']} molecules are the same in every run): "
+        + ", ".join(f"`{Path(path).name}` (seed {s})" for (path, _), s in zip(reports, seeds, strict=True))
+        + ".",
+        "",
+        "| model | held-out F MAE meV/Å, by seed | mean ± sd | E MAE meV/atom, by seed | mean ± sd |",
+        "|---|---|---|---|---|",
+    ]
+    for name in models:
+        f = [rep["evaluation"][name]["overall"]["force_mae_meV_per_A"] for _, rep in reports]
+        e = [rep["evaluation"][name]["overall"]["energy_mae_meV_per_atom"] for _, rep in reports]
+        fm, fs = _mean_std(f)
+        em, es = _mean_std(e)
+        lines.append(
+            f"| {name} | {' / '.join(f'{v:.1f}' for v in f)} | {fm:.1f} ± {fs:.1f} | "
+            f"{' / '.join(f'{v:.1f}' for v in e)} | {em:.1f} ± {es:.1f} |"
+        )
+    if set(models) >= {"TransIP", "MACE"}:
+        rel = [
+            100.0
+            * (rep["evaluation"]["TransIP"]["overall"]["force_mae_meV_per_A"]
+               / rep["evaluation"]["MACE"]["overall"]["force_mae_meV_per_A"] - 1.0)
+            for _, rep in reports
+        ]  # fmt: skip
+        rm, rs = _mean_std(rel)
+        se = rs / np.sqrt(len(rel)) if len(rel) > 1 else float("nan")
+        t_mean, m_mean = (
+            _mean_std([rep["evaluation"][m]["overall"]["force_mae_meV_per_A"] for _, rep in reports])[0]
+            for m in ("TransIP", "MACE")
+        )
+        verdict = "at or below" if round(t_mean, 1) <= round(m_mean, 1) else "above"
+        lines += [
+            "",
+            f"Paired force difference, TransIP relative to MACE (same seed): "
+            f"{' / '.join(f'{v:+.1f} %' for v in rel)}; mean {rm:+.1f} % (standard error {se:.1f} %). "
+            f"TransIP's mean held-out force MAE ({t_mean:.1f} meV/Å) is {verdict} MACE's ({m_mean:.1f}).",
+        ]
+    states = list(ref["evaluation"][models[0]]["per_state"])
+    lines += ["", "| state | " + " | ".join(f"{m} F MAE (mean)" for m in models) + " |",
+              "|---|" + "---|" * len(models)]  # fmt: skip
+    for state in states:
+        cells = [
+            _mean_std([rep["evaluation"][m]["per_state"][state]["force_mae_meV_per_A"] for _, rep in reports])[0]
+            for m in models
+        ]
+        lines.append(f"| {state} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    with_elements = [(path, rep) for path, rep in reports if "per_element" in rep["evaluation"][models[0]]]
+    if with_elements:
+        elements = list(with_elements[0][1]["evaluation"][models[0]]["per_element"])
+        lines += [
+            "",
+            f"By element, mean over the {len(with_elements)} report(s) that break forces down by element ("
+            + ", ".join(f"`{Path(path).name}`" for path, _ in with_elements)
+            + "):",
+            "",
+            "| element | " + " | ".join(f"{m} F MAE meV/Å (mean)" for m in models) + " |",
+            "|---|" + "---|" * len(models),
+        ]
+        for el in elements:
+            cells = [
+                _mean_std([rep["evaluation"][m]["per_element"][el]["force_mae_meV_per_A"] for _, rep in with_elements])[
+                    0
+                ]
+                for m in models
+            ]
+            lines.append(f"| {el} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    gaps = list(ref["evaluation"][models[0]]["vertical"])
+    lines += ["", "| vertical gap | " + " | ".join(f"{m} MAE eV (mean)" for m in models) + " |",
+              "|---|" + "---|" * len(models)]  # fmt: skip
+    for gap in gaps:
+        cells = [_mean_std([rep["evaluation"][m]["vertical"][gap]["mae_eV"] for _, rep in reports])[0] for m in models]
+        lines.append(f"| {gap} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +468,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force-loss-beta", type=float, default=0.05, help="smooth L1 threshold, eV/Å")
     p.add_argument("--workdir", default="runs/accuracy_vs_mace")
     p.add_argument("--output", default="bench/results/accuracy_vs_mace")
+    p.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="JSON",
+        help="train nothing: write OUTPUT.md summarising these reports of one setting (one per seed)",
+    )
     args = p.parse_args(argv)
+    if args.summarize:
+        text = summarize_reports(args.summarize)
+        Path(args.output).with_suffix(".md").write_text(text)
+        print(text)
+        return 0
 
     path, frames, train, val, held = load_split(args.data, args.train_frames, args.val_frames, args.seed)
     work = Path(args.workdir)
@@ -329,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": "python bench/accuracy_vs_mace.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "data": path,
+        "seed": args.seed,
         "train_frames": len(train),
         "val_frames": len(val),
         "held_frames": len(held),

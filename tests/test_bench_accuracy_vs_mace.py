@@ -52,3 +52,50 @@ def test_the_force_loss_option_reaches_both_sides_and_keys_the_stored_result(tmp
     bench.side_result({**job, "force_loss": "mse", "force_loss_beta": 0.05}, "mace")  # the same job: reused
     bench.side_result(sl1, "mace")  # another loss trains again
     assert calls == ["mse", "smooth_l1"]
+
+
+def _report(seed: int, transip_f: float, mace_f: float, budget_s: float = 3000.0) -> dict:
+    def model(f: float) -> dict:
+        m = {"force_mae_meV_per_A": f, "energy_mae_meV_per_atom": f / 10.0, "frames": 4}
+        ev = {"overall": m, "per_state": {"+0/1": m}, "vertical": {"ionisation_energy": {"mae_eV": f / 1000.0}}}
+        if seed > 0:  # reports since 2026-12-04 also break forces down by element
+            ev["per_element"] = {"H": {"atoms": 3, "force_mae_meV_per_A": f / 2.0, "zero_force_mae_meV_per_A": 9.0}}
+        return ev
+
+    command = f"/venv/python -m transip_md.cli train --data /x/set.npz -o runs/s{seed}/transip --set split_seed={seed} "
+    meta = {
+        "budget_s": budget_s, "mace_charge_spin": True, "force_loss": "smooth_l1", "force_loss_beta": 0.05,
+        "held_frames": 4, "held_molecules": 2, "transip_command": command + f"--seed {seed} --lr 3e-3",
+    }  # fmt: skip
+    return {"meta": meta, "evaluation": {"TransIP": model(transip_f), "MACE": model(mace_f)}}
+
+
+def test_reports_of_several_seeds_are_summarised_with_mean_spread_and_paired_difference(tmp_path, load_bench):
+    import json
+
+    import pytest
+
+    bench = load_bench("accuracy_vs_mace")
+    paths = []
+    for seed, (t, m) in enumerate([(220.0, 200.0), (180.0, 200.0), (200.0, 200.0)]):
+        paths.append(tmp_path / f"s{seed}.json")
+        paths[-1].write_text(json.dumps(_report(seed, t, m)))
+    text = bench.summarize_reports([str(p) for p in paths])
+    assert "| TransIP | 220.0 / 180.0 / 200.0 | 200.0 ± 20.0 |" in text  # sample standard deviation
+    assert "+10.0 % / -10.0 % / +0.0 %; mean +0.0 % (standard error 5.8 %)" in text
+    assert "(200.0 meV/Å) is at or below MACE's (200.0)" in text
+    assert "| +0/1 | 200.0 | 200.0 |" in text and "| ionisation_energy | 0.200 | 0.200 |" in text
+    assert "mean over the 2 report(s)" in text and "| H | 95.0 | 100.0 |" in text  # seeds 1 and 2 have elements
+    assert bench.element_table(_report(1, 220.0, 200.0)["evaluation"])[2] == "| H | 3 | 110.0 | 100.0 | 9.0 |"
+
+    other = tmp_path / "other.json"  # another budget: a different setting, refused with its name and key
+    other.write_text(json.dumps(_report(3, 150.0, 200.0, budget_s=1200.0)))
+    with pytest.raises(SystemExit, match="other.json: budget_s"):
+        bench.summarize_reports([str(paths[0]), str(other)])
+    changed = _report(4, 150.0, 200.0)
+    changed["meta"]["transip_command"] = changed["meta"]["transip_command"].replace("3e-3", "1e-3")
+    other.write_text(json.dumps(changed))
+    with pytest.raises(SystemExit, match="TransIP recipe differs"):
+        bench.summarize_reports([str(paths[0]), str(other)])
+    with pytest.raises(SystemExit, match="same seed"):
+        bench.summarize_reports([str(paths[0]), str(paths[0])])
