@@ -337,6 +337,16 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
+def _mean_table(reports, models, row_name: str, column: str, rows: list[str], fmt: str, value) -> list[str]:
+    """Markdown rows: one per entry of ``rows``, one column per model, each cell the mean of
+    ``value(evaluation_of_model, row)`` over the (path, report) pairs in ``reports``."""
+    lines = [f"| {row_name} | " + " | ".join(f"{m} {column}" for m in models) + " |", "|---|" + "---|" * len(models)]
+    for row in rows:
+        cells = [_mean_std([value(rep["evaluation"][m], row) for _, rep in reports])[0] for m in models]
+        lines.append(f"| {row} | " + " | ".join(format(c, fmt) for c in cells) + " |")
+    return lines
+
+
 def summarize_reports(paths: list[str]) -> str:
     """A Markdown summary of several reports of one setting (one per seed): mean and spread of each model's
     held-out errors and of the paired TransIP - MACE force difference. Reports of different settings are refused."""
@@ -401,14 +411,8 @@ def summarize_reports(paths: list[str]) -> str:
             f"TransIP's mean held-out force MAE ({t_mean:.1f} meV/Å) is {verdict} MACE's ({m_mean:.1f}).",
         ]
     states = list(ref["evaluation"][models[0]]["per_state"])
-    lines += ["", "| state | " + " | ".join(f"{m} F MAE (mean)" for m in models) + " |",
-              "|---|" + "---|" * len(models)]  # fmt: skip
-    for state in states:
-        cells = [
-            _mean_std([rep["evaluation"][m]["per_state"][state]["force_mae_meV_per_A"] for _, rep in reports])[0]
-            for m in models
-        ]
-        lines.append(f"| {state} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    lines += ["", *_mean_table(reports, models, "state", "F MAE (mean)", states, ".1f",
+                               lambda ev, s: ev["per_state"][s]["force_mae_meV_per_A"])]  # fmt: skip
     with_elements = [(path, rep) for path, rep in reports if "per_element" in rep["evaluation"][models[0]]]
     if with_elements:
         elements = list(with_elements[0][1]["evaluation"][models[0]]["per_element"])
@@ -418,23 +422,12 @@ def summarize_reports(paths: list[str]) -> str:
             + ", ".join(f"`{Path(path).name}`" for path, _ in with_elements)
             + "):",
             "",
-            "| element | " + " | ".join(f"{m} F MAE meV/Å (mean)" for m in models) + " |",
-            "|---|" + "---|" * len(models),
-        ]
-        for el in elements:
-            cells = [
-                _mean_std([rep["evaluation"][m]["per_element"][el]["force_mae_meV_per_A"] for _, rep in with_elements])[
-                    0
-                ]
-                for m in models
-            ]
-            lines.append(f"| {el} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+            *_mean_table(with_elements, models, "element", "F MAE meV/Å (mean)", elements, ".1f",
+                         lambda ev, el: ev["per_element"][el]["force_mae_meV_per_A"]),
+        ]  # fmt: skip
     gaps = list(ref["evaluation"][models[0]]["vertical"])
-    lines += ["", "| vertical gap | " + " | ".join(f"{m} MAE eV (mean)" for m in models) + " |",
-              "|---|" + "---|" * len(models)]  # fmt: skip
-    for gap in gaps:
-        cells = [_mean_std([rep["evaluation"][m]["vertical"][gap]["mae_eV"] for _, rep in reports])[0] for m in models]
-        lines.append(f"| {gap} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    lines += ["", *_mean_table(reports, models, "vertical gap", "MAE eV (mean)", gaps, ".3f",
+                               lambda ev, g: ev["vertical"][g]["mae_eV"])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
