@@ -179,7 +179,7 @@ def side_result(job: dict, side: str) -> dict:
             stored = json.load(fh)
         if stored["job"] == key:
             print(f"{side}: reusing the finished run in {path.parent}", flush=True)
-            return stored["result"]
+            return {**stored["result"], "reused_from": str(path.parent)}
         print(f"{side}: {path} is from a different job; training again", flush=True)
     result = run_transip(job) if side == "transip" else run_mace(job)
     from transip_md.atomic_io import atomic_write
@@ -263,6 +263,11 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
         f"{meta['train_frames']} training frames, {meta['val_frames']} validation frames (early stopping), "
         f"{meta['held_frames']} held-out frames of {meta['held_molecules']} molecules; budget "
         f"{meta['budget_s'] / 60:.0f} min each, 1 thread each, run side by side. "
+        + "".join(
+            f"{name}'s result was not trained by this command: it is the stored run in `{where}` (trained beside "
+            "another run, possibly on another day, so the two sides here did not share the machine's load). "
+            for name, where in meta.get("reused", {}).items()
+        )
         + (
             "MACE gets mace-torch's total-charge and multiplicity embeddings."
             if meta.get("mace_charge_spin")
@@ -513,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         "force_loss_beta": args.force_loss_beta,
         "transip_command": results["TransIP"]["command"],
         "transip_model": results["TransIP"]["model"],
+        # sides not trained by this command but read back from a stored result (maybe trained on another day,
+        # beside another run): the report says so, since "side by side" then holds only for the original pair
+        "reused": {name: r["reused_from"] for name, r in results.items() if "reused_from" in r},
     }
     prefix = Path(args.output)
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,9 @@ def test_a_finished_side_is_stored_and_reused_only_for_the_same_job(tmp_path, mo
     }  # fmt: skip
     first = bench.side_result(job, "mace")
     assert calls == [60.0] and (tmp_path / "mace" / "result.json.gz").exists()
-    assert bench.side_result(job, "mace") == first  # reused: not trained again
-    assert bench.side_result({**job, "transip_args": "--epochs 2"}, "mace") == first  # the other side's settings
+    reused = {**first, "reused_from": str(tmp_path / "mace")}  # reused: not trained again, and marked as such
+    assert "reused_from" not in first and bench.side_result(job, "mace") == reused
+    assert bench.side_result({**job, "transip_args": "--epochs 2"}, "mace") == reused  # the other side's settings
     assert calls == [60.0]
     bench.side_result({**job, "budget_s": 120.0}, "mace")  # a different budget trains again
     bench.side_result({**job, "budget_s": 120.0, "mace_charge_spin": False}, "mace")
@@ -99,3 +100,20 @@ def test_reports_of_several_seeds_are_summarised_with_mean_spread_and_paired_dif
         bench.summarize_reports([str(paths[0]), str(other)])
     with pytest.raises(SystemExit, match="same seed"):
         bench.summarize_reports([str(paths[0]), str(paths[0])])
+
+
+def test_the_report_says_when_a_side_was_read_back_instead_of_trained(tmp_path, load_bench):
+    bench = load_bench("accuracy_vs_mace")
+    rep = _report(1, 220.0, 200.0)
+    meta = {**rep["meta"], "command": "python bench/accuracy_vs_mace.py --seed 1", "train_frames": 10,
+            "val_frames": 2, "held_frames": 3, "held_molecules": 1, "mace_charge_spin": True}  # fmt: skip
+    for ev in rep["evaluation"].values():
+        ev["vertical"]["ionisation_energy"].update(geometries=1, mean_predictor_mae_eV=0.5)
+    results = {"TransIP": {"curve": []}, "MACE": {"curve": []}}
+    bench.write_report(meta, rep["evaluation"], results, tmp_path / "fresh")
+    assert "not trained by this command" not in (tmp_path / "fresh.md").read_text()
+    meta["reused"] = {"MACE": "runs/old/mace"}
+    bench.write_report(meta, rep["evaluation"], results, tmp_path / "mixed")
+    text = (tmp_path / "mixed.md").read_text()
+    assert "MACE's result was not trained by this command: it is the stored run in `runs/old/mace`" in text
+    assert "TransIP's result was not" not in text
