@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transip_md.train.losses import ForceLoss
 
 HERE = Path(__file__).resolve().parent
@@ -342,7 +344,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
-def _mean_table(reports, models, row_name: str, column: str, rows: list[str], fmt: str, value) -> list[str]:
+def _mean_table(
+    reports: list[tuple[str, dict]],
+    models: list[str],
+    row_name: str,
+    column: str,
+    rows: list[str],
+    fmt: str,
+    value: Callable[[dict, str], float],
+) -> list[str]:
     """Markdown rows: one per entry of ``rows``, one column per model, each cell the mean of
     ``value(evaluation_of_model, row)`` over the (path, report) pairs in ``reports``."""
     lines = [f"| {row_name} | " + " | ".join(f"{m} {column}" for m in models) + " |", "|---|" + "---|" * len(models)]
