@@ -50,6 +50,7 @@ class TransIP(nn.Module):
         self.envelope_power = int(config.envelope_power)
         self.n_layers = int(config.n_layers)
         self.n_heads = int(config.n_heads)
+        self.head_dim = int(config.d_model) // int(config.n_heads)
         self.use_charge_spin = bool(config.use_charge_spin)
         self.use_repulsion = float(config.repulsion_range) > 0.0
         self.repulsion = NuclearRepulsion(float(config.repulsion_range) if self.use_repulsion else 1.0)
@@ -81,7 +82,7 @@ class TransIP(nn.Module):
         self.token_radial = SplineRadialBias(max(int(config.n_token_radial), 4), token_range, config.d_model)
         self.blocks = nn.ModuleList(
             [
-                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
+                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary, self.rope.n_rot)
                 for _ in range(config.n_layers)
             ]
         )
@@ -330,15 +331,13 @@ class TransIP(nn.Module):
             h = h + self.token_radial(safe_norm(pos))
         bias = self.radial_bias(pair_distances(pos)).permute(0, 3, 1, 2)  # (S, H, L, L)
         bias = bias + logw.view(s, 1, 1, length)  # key weights: envelope (local) and padding mask
-        cos, sin = self.rope(pos)
-        cos = cos.unsqueeze(1)
-        sin = sin.unsqueeze(1)
+        c, s_rot = self.rope.factors(pos, self.head_dim)  # (S, L, head_dim) each, shared by every block
         n_blocks = len(self.blocks)
         for index, block in enumerate(self.blocks):
             if centre_only and index == n_blocks - 1:
-                h = block.forward_first_token(h, bias, cos, sin)
+                h = block.forward_first_token(h, bias, c, s_rot)
             else:
-                h = block(h, bias, cos, sin)
+                h = block(h, bias, c, s_rot)
         return self.norm_out(h)
 
     def _condition(self, charge: Tensor, spin: Tensor, natoms: Tensor, dtype: torch.dtype) -> Tensor:
