@@ -50,7 +50,6 @@ class TransIP(nn.Module):
         self.envelope_power = int(config.envelope_power)
         self.n_layers = int(config.n_layers)
         self.n_heads = int(config.n_heads)
-        self.head_dim = int(config.d_model) // int(config.n_heads)
         self.use_charge_spin = bool(config.use_charge_spin)
         self.use_repulsion = float(config.repulsion_range) > 0.0
         self.repulsion = NuclearRepulsion(float(config.repulsion_range) if self.use_repulsion else 1.0)
@@ -82,7 +81,7 @@ class TransIP(nn.Module):
         self.token_radial = SplineRadialBias(max(int(config.n_token_radial), 4), token_range, config.d_model)
         self.blocks = nn.ModuleList(
             [
-                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary, self.rope.n_rot)
+                TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
                 for _ in range(config.n_layers)
             ]
         )
@@ -331,13 +330,15 @@ class TransIP(nn.Module):
             h = h + self.token_radial(safe_norm(pos))
         bias = self.radial_bias(pair_distances(pos)).permute(0, 3, 1, 2)  # (S, H, L, L)
         bias = bias + logw.view(s, 1, 1, length)  # key weights: envelope (local) and padding mask
-        c, s_rot = self.rope.factors(pos, self.head_dim)  # (S, L, head_dim) each, shared by every block
+        cos, sin = self.rope(pos)
+        cos = cos.unsqueeze(1)
+        sin = sin.unsqueeze(1)
         n_blocks = len(self.blocks)
         for index, block in enumerate(self.blocks):
             if centre_only and index == n_blocks - 1:
-                h = block.forward_first_token(h, bias, c, s_rot)
+                h = block.forward_first_token(h, bias, cos, sin)
             else:
-                h = block(h, bias, c, s_rot)
+                h = block(h, bias, cos, sin)
         return self.norm_out(h)
 
     def _condition(self, charge: Tensor, spin: Tensor, natoms: Tensor, dtype: torch.dtype) -> Tensor:
