@@ -264,7 +264,8 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
         "",
         f"{meta['train_frames']} training frames, {meta['val_frames']} validation frames (early stopping), "
         f"{meta['held_frames']} held-out frames of {meta['held_molecules']} molecules; budget "
-        f"{meta['budget_s'] / 60:.0f} min each, 1 thread each, run side by side. "
+        f"{meta['budget_s'] / 60:.0f} min each, 1 thread each"
+        + (". " if meta.get("reused") else ", run side by side. ")
         + "".join(
             f"{name}'s result was not trained by this command: it is the stored run in `{where}` (trained beside "
             "another run, possibly on another day, so the two sides here did not share the machine's load). "
@@ -362,6 +363,11 @@ def _mean_table(
     return lines
 
 
+def _read_back_note(meta: dict) -> str:
+    """'; MACE read back from `runs/x/mace`' for a report whose side(s) were not trained beside the other, else ''."""
+    return "".join(f"; {name} read back from `{where}`" for name, where in meta.get("reused", {}).items())
+
+
 def summarize_reports(paths: list[str]) -> str:
     """A Markdown summary of several reports of one setting (one per seed): mean and spread of each model's
     held-out errors and of the paired TransIP - MACE force difference. Reports of different settings are refused."""
@@ -386,11 +392,14 @@ def summarize_reports(paths: list[str]) -> str:
     lines = [
         "# TransIP vs MACE over seeds: equal data, equal wall-clock budget, held-out molecules",
         "",
-        f"{len(reports)} runs of one setting (each a pair trained side by side, one thread each, "
+        f"{len(reports)} runs of one setting (each a pair trained side by side unless marked, one thread each, "
         f"{ref['meta']['budget_s'] / 60:.0f} min; the seed sets both sides' initialisation, batch order and "
         f"train/validation split; the {ref['meta']['held_frames']} held-out frames of "
         f"{ref['meta']['held_molecules']} molecules are the same in every run): "
-        + ", ".join(f"`{Path(path).name}` (seed {s})" for (path, _), s in zip(reports, seeds, strict=True))
+        + ", ".join(
+            f"`{Path(path).name}` (seed {s}{_read_back_note(rep['meta'])})"
+            for (path, rep), s in zip(reports, seeds, strict=True)
+        )
         + ".",
         "",
         "| model | held-out F MAE meV/Å, by seed | mean ± sd | E MAE meV/atom, by seed | mean ± sd |",

@@ -103,6 +103,8 @@ def test_reports_of_several_seeds_are_summarised_with_mean_spread_and_paired_dif
 
 
 def test_the_report_says_when_a_side_was_read_back_instead_of_trained(tmp_path, load_bench):
+    import json
+
     bench = load_bench("accuracy_vs_mace")
     rep = _report(1, 220.0, 200.0)
     meta = {**rep["meta"], "command": "python bench/accuracy_vs_mace.py --seed 1", "train_frames": 10,
@@ -111,9 +113,18 @@ def test_the_report_says_when_a_side_was_read_back_instead_of_trained(tmp_path, 
         ev["vertical"]["ionisation_energy"].update(geometries=1, mean_predictor_mae_eV=0.5)
     results = {"TransIP": {"curve": []}, "MACE": {"curve": []}}
     bench.write_report(meta, rep["evaluation"], results, tmp_path / "fresh")
-    assert "not trained by this command" not in (tmp_path / "fresh.md").read_text()
+    fresh = (tmp_path / "fresh.md").read_text()
+    assert "not trained by this command" not in fresh and "1 thread each, run side by side." in fresh
     meta["reused"] = {"MACE": "runs/old/mace"}
     bench.write_report(meta, rep["evaluation"], results, tmp_path / "mixed")
     text = (tmp_path / "mixed.md").read_text()
     assert "MACE's result was not trained by this command: it is the stored run in `runs/old/mace`" in text
-    assert "TransIP's result was not" not in text
+    assert "TransIP's result was not" not in text and "side by side" not in text  # the pair did not share a run
+
+    # A summary over seeds names the report whose side was read back, and only that one.
+    first = _report(1, 220.0, 200.0)
+    first["meta"]["reused"] = {"MACE": "runs/old/mace"}
+    (tmp_path / "r1.json").write_text(json.dumps(first))
+    (tmp_path / "r2.json").write_text(json.dumps(_report(2, 210.0, 200.0)))
+    summary = bench.summarize_reports([str(tmp_path / "r1.json"), str(tmp_path / "r2.json")])
+    assert "`r1.json` (seed 1; MACE read back from `runs/old/mace`), `r2.json` (seed 2)." in summary
