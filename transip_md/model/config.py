@@ -37,6 +37,10 @@ class TransIPConfig:
     #: Knots of a learned spline embedding of each token's distance to its centre (local mode: the centre atom;
     #: global: the centroid), added to the token features (0: off). Gives values radial information per token.
     n_token_radial: int = 16
+    #: Radial splines (attention bias and token radial embedding) read the pair distance in units of the two
+    #: atoms' covalent-radius sum, r x 1.52 Å / (R_a + R_b) (1.52 Å: the C-C sum, so a C-C pair reads r), instead
+    #: of r: the same spline knot then sits at the same bond order for every element pair. Local mode only.
+    covalent_scaled_radial: bool = False
     envelope_power: int = 4
     use_charge_spin: bool = True
     #: ZBL-screened nuclear repulsion prior (model/priors.py), switched off at this many times the sum of the
@@ -56,6 +60,8 @@ class TransIPConfig:
             )
         if self.n_token_radial and self.n_token_radial < 4:
             raise ValueError(f"n_token_radial must be 0 (off) or >= 4 spline knots, got {self.n_token_radial}")
+        if self.covalent_scaled_radial and self.cutoff is None:
+            raise ValueError("covalent_scaled_radial needs a local model (a finite cutoff)")
         if self.repulsion_range < 0:
             raise ValueError(f"repulsion_range must be >= 0 (x covalent-radius sum), got {self.repulsion_range}")
         if self.cutoff is not None and self.repulsion_reach > self.cutoff:

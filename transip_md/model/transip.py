@@ -32,10 +32,19 @@ from torch import Tensor, nn
 
 from .config import TransIPConfig
 from .layers import Rotary3D, SplineRadialBias, TransformerBlock, log_envelope, pair_distances, safe_norm
-from .priors import NuclearRepulsion, StateEnergy
+from .priors import NuclearRepulsion, StateEnergy, covalent_radii_table
 
 #: Charge/spin conditioning features are (N_REF / N) (Q, M - 1) for a structure of N atoms.
 N_REF = 10.0
+#: Covalent-radius sum (Å) at which a covalent-scaled distance equals the distance: the C-C pair (2 x 0.76 Å).
+REFERENCE_RADIUS_SUM = 1.52
+
+
+def _stretched_knots(n_knots: int, stretch: float) -> int:
+    """Knots of a uniform spline whose range grows ``stretch`` times at the same spacing (n - 1 intervals)."""
+    if stretch == 1.0:
+        return n_knots
+    return int(math.ceil((n_knots - 1) * stretch)) + 1
 
 
 class TransIP(nn.Module):
@@ -72,13 +81,25 @@ class TransIP(nn.Module):
             nn.Linear(2, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
         )
         self.rope = Rotary3D(config.n_rope_freqs, config.rope_min_wavelength, config.rope_max_wavelength)
+        # Covalent-scaled radial inputs (config.covalent_scaled_radial): each element's covalent radius divided by
+        # REFERENCE_RADIUS_SUM (dimensionless; not saved, it follows from ``elements``). A scaled distance reaches
+        # up to ``stretch`` times the plain one (the smallest radius sum, H-H), so both splines get that much more
+        # range and knots: the same knot spacing as the plain splines.
+        self.covalent_scaled = bool(config.covalent_scaled_radial)
+        radii = covalent_radii_table()[torch.tensor(config.elements, dtype=torch.long)] / REFERENCE_RADIUS_SUM
+        self.register_buffer("element_radius", radii.to(torch.float32), persistent=False)
+        stretch = max(1.0 / (2.0 * float(radii.min())), 1.0) if self.covalent_scaled else 1.0
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
-        self.radial_bias = SplineRadialBias(config.n_rbf, config.radial_max, config.n_heads)
+        self.radial_bias = SplineRadialBias(
+            _stretched_knots(config.n_rbf, stretch), config.radial_max * stretch, config.n_heads
+        )
         # Per-token embedding of the distance to the centre (local) or centroid (global): radial information in
         # the values, at per-token (not per-pair) cost.
         self.use_token_radial = int(config.n_token_radial) > 0
         token_range = self.cutoff if self.is_local else 0.5 * config.radial_max
-        self.token_radial = SplineRadialBias(max(int(config.n_token_radial), 4), token_range, config.d_model)
+        self.token_radial = SplineRadialBias(
+            _stretched_knots(max(int(config.n_token_radial), 4), stretch), token_range * stretch, config.d_model
+        )
         self.blocks = nn.ModuleList(
             [
                 TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
@@ -326,9 +347,16 @@ class TransIP(nn.Module):
         """
         s, length = tok.shape
         h = self.embed(tok) + cond.unsqueeze(1)
+        token_dist = safe_norm(pos)
+        dist = pair_distances(pos)
+        if self.covalent_scaled:
+            # local mode: token 0 is the centre; r / (R_a + R_b) x REFERENCE_RADIUS_SUM, Å for a C-C pair
+            radius = self.element_radius.to(pos.dtype)[tok]  # (S, L), radius / REFERENCE_RADIUS_SUM
+            token_dist = token_dist / (radius[:, :1] + radius)
+            dist = dist / (radius.unsqueeze(1) + radius.unsqueeze(2))
         if self.use_token_radial:
-            h = h + self.token_radial(safe_norm(pos))
-        bias = self.radial_bias(pair_distances(pos)).permute(0, 3, 1, 2)  # (S, H, L, L)
+            h = h + self.token_radial(token_dist)
+        bias = self.radial_bias(dist).permute(0, 3, 1, 2)  # (S, H, L, L)
         bias = bias + logw.view(s, 1, 1, length)  # key weights: envelope (local) and padding mask
         cos, sin = self.rope(pos)
         cos = cos.unsqueeze(1)

@@ -1,0 +1,123 @@
+"""Covalent-scaled radial inputs (``covalent_scaled_radial``): what the splines read, and the physics kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.data import covalent_radii
+from conftest import ethanol, make_model, water_box
+from test_model_physics import fd_forces
+
+from transip_md.model import eager_model, export, load_compiled, predict
+from transip_md.model.config import TransIPConfig
+from transip_md.model.transip import REFERENCE_RADIUS_SUM, TransIP
+
+
+def _spline_inputs(model: TransIP, atoms: Atoms) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distances the pair-bias and token-radial splines receive for ``atoms`` (captured by hooks)."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.radial_bias.register_forward_pre_hook(lambda _m, args: seen.__setitem__("pair", args[0].detach())),
+        model.token_radial.register_forward_pre_hook(lambda _m, args: seen.__setitem__("token", args[0].detach())),
+    ]
+    try:
+        predict(model, atoms.numbers, atoms.positions)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen["pair"], seen["token"]
+
+
+def test_splines_read_distances_in_units_of_the_covalent_radius_sum():
+    model = make_model(4.0, covalent_scaled_radial=True)
+    r = 1.1
+    atoms = Atoms("CH", positions=[[0.0, 0.0, 0.0], [r, 0.0, 0.0]])
+    pair, token = _spline_inputs(model, atoms)
+    expected = r * REFERENCE_RADIUS_SUM / (covalent_radii[6] + covalent_radii[1])
+    # each centre's neighbourhood is (centre, neighbour): the off-diagonal pair and the neighbour token
+    assert pair[:, 0, 1].double().numpy() == pytest.approx([expected, expected], rel=1e-6)
+    assert token[:, 1].double().numpy() == pytest.approx([expected, expected], rel=1e-6)
+    plain = make_model(4.0)
+    pair_plain, _ = _spline_inputs(plain, atoms)
+    assert pair_plain[:, 0, 1].double().numpy() == pytest.approx([r, r], rel=1e-6)
+
+
+def test_carbon_only_model_equals_the_plain_one():
+    """For C-C pairs the scaled distance is the distance, so identical weights give identical numbers."""
+    cfg = {"elements": [6], "cutoff": 4.0, "d_model": 32, "n_heads": 2, "dtype": "float64"}
+    torch.manual_seed(3)
+    plain = TransIP(TransIPConfig(**cfg)).eval()
+    scaled = TransIP(TransIPConfig(**cfg, covalent_scaled_radial=True)).eval()
+    assert scaled.radial_bias.n_knots == plain.radial_bias.n_knots  # no stretch for a carbon-only model
+    scaled.load_state_dict(plain.state_dict())
+    atoms = Atoms("C4", positions=[[0, 0, 0], [1.5, 0, 0], [2.1, 1.3, 0], [3.4, 1.4, 0.8]])
+    a = predict(plain, atoms.numbers, atoms.positions)
+    b = predict(scaled, atoms.numbers, atoms.positions)
+    assert b.energy == pytest.approx(a.energy, abs=1e-12)
+    assert np.abs(b.forces - a.forces).max() < 1e-12
+
+
+def test_hydrogen_pairs_stretch_the_splines_at_the_same_knot_spacing():
+    plain = make_model(4.0)
+    scaled = make_model(4.0, covalent_scaled_radial=True)
+    for name in ("radial_bias", "token_radial"):
+        a, b = getattr(plain, name), getattr(scaled, name)
+        assert b.n_knots > a.n_knots
+        assert 1.0 / b.inv_spacing == pytest.approx(1.0 / a.inv_spacing, rel=0.02)
+
+
+@pytest.mark.parametrize("case", ["molecule", "charged_radical", "periodic"])
+def test_forces_match_finite_differences(case):
+    if case == "periodic":
+        model, atoms, charge, spin = make_model(4.0, covalent_scaled_radial=True), water_box(2), 0, 1
+    else:
+        model, atoms = make_model(4.0, covalent_scaled_radial=True), ethanol()
+        charge, spin = (0, 1) if case == "molecule" else (1, 2)
+    pred = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, charge, spin)
+    assert np.abs(pred.forces).max() > 1e-2, "forces too small for a meaningful check"
+    fd = fd_forces(model, atoms, charge, spin, atoms_idx=range(4))
+    assert np.abs(fd[:4] - pred.forces[:4]).max() < 1e-6
+
+
+def test_strict_locality_and_smooth_cutoff_hold():
+    rc = 4.0
+    model = make_model(rc, covalent_scaled_radial=True)
+    atoms = Atoms("OCN", positions=[[0, 0, 0], [3.5, 0, 0], [7.0, 0, 0]])
+    ref = predict(model, atoms.numbers, atoms.positions)
+    moved = atoms.positions.copy()
+    moved[2] = [6.8, 0.5, 0.3]
+    out = predict(model, atoms.numbers, moved)
+    assert out.energies[0] == pytest.approx(ref.energies[0], rel=0, abs=1e-12)
+    assert abs(out.energies[1] - ref.energies[1]) > 1e-6
+    # an H atom crossing rc from a water molecule: energies continuous (the envelope reads the plain distance)
+    base = Atoms("OHH", positions=[[0, 0, 0], [0.76, 0.59, 0], [0.76, -0.59, 0]])
+    energies = [
+        predict(
+            model,
+            (base + Atoms("H", positions=[[-d, 0, 0]])).numbers,
+            (base + Atoms("H", positions=[[-d, 0, 0]])).positions,
+        ).energy
+        for d in rc + 1e-3 * np.arange(-20, 21)
+    ]
+    assert np.abs(np.diff(energies)).max() < 1e-7
+
+
+def test_global_models_refuse_the_option():
+    with pytest.raises(ValueError, match="covalent_scaled_radial needs a local model"):
+        TransIPConfig(cutoff=None, covalent_scaled_radial=True)
+
+
+def test_model_file_equals_eager(tmp_path):
+    """Exported (TorchScript) and read back, with the eager model rebuilt from its metadata: same numbers."""
+    model = make_model(4.0, covalent_scaled_radial=True)
+    compiled = load_compiled(export(model, tmp_path / "m.pt"))
+    assert compiled.metadata["config"]["covalent_scaled_radial"] is True
+    atoms = ethanol()
+    a = predict(model, atoms.numbers, atoms.positions)
+    b = predict(compiled, atoms.numbers, atoms.positions)
+    c = predict(eager_model(compiled), atoms.numbers, atoms.positions)
+    for other in (b, c):
+        assert other.energy == pytest.approx(a.energy, abs=1e-10)
+        assert np.abs(other.forces - a.forces).max() < 1e-10
