@@ -121,3 +121,16 @@ def test_model_file_equals_eager(tmp_path):
     for other in (b, c):
         assert other.energy == pytest.approx(a.energy, abs=1e-10)
         assert np.abs(other.forces - a.forces).max() < 1e-10
+
+
+def test_chunked_inference_equals_one_pass(tmp_path):
+    """The engines' path (energy_and_gradient in chunks of centres, periodic images as neighbours): same numbers."""
+    model = make_model(4.0, covalent_scaled_radial=True)
+    compiled = load_compiled(export(model, tmp_path / "m.pt"))
+    atoms = water_box(3)
+    ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=0)
+    for m in (model, compiled):
+        for chunk in (7, 80):
+            out = predict(m, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=chunk)
+            assert np.abs(out.energies - ref.energies).max() < 1e-10
+            assert np.abs(out.forces - ref.forces).max() < 1e-10
