@@ -151,13 +151,7 @@ def eager_model(compiled: CompiledModel) -> TransIP:
     """
     refuse_symmetrized(compiled)
     model = TransIP(compiled.config)
-    # TorchScript's state_dict also lists non-persistent buffers (derived from the config, e.g. element radii)
-    derived = {
-        f"{prefix}.{name}" if prefix else name
-        for prefix, module in model.named_modules()
-        for name in module._non_persistent_buffers_set
-    }
-    state = {k: v.detach().clone() for k, v in compiled.module.state_dict().items() if k not in derived}
+    state = {k: v.detach().clone() for k, v in compiled.module.state_dict().items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -81,14 +81,14 @@ class TransIP(nn.Module):
             nn.Linear(2, config.d_model), nn.SiLU(), nn.Linear(config.d_model, config.d_model)
         )
         self.rope = Rotary3D(config.n_rope_freqs, config.rope_min_wavelength, config.rope_max_wavelength)
-        # Covalent-scaled radial inputs (config.covalent_scaled_radial): each element's covalent radius divided by
-        # REFERENCE_RADIUS_SUM (dimensionless; not saved, it follows from ``elements``). A scaled distance reaches
-        # up to ``stretch`` times the plain one (the smallest radius sum, H-H), so both splines get that much more
-        # range and knots: the same knot spacing as the plain splines.
+        # Covalent-scaled radial inputs (config.covalent_scaled_radial) read the radii from the repulsion prior's
+        # table (the buffer every model file already holds). A scaled distance reaches up to ``stretch`` times the
+        # plain one (the smallest radius sum, H-H), so both splines get that much more range and knots: the same
+        # knot spacing as the plain splines.
         self.covalent_scaled = bool(config.covalent_scaled_radial)
-        radii = covalent_radii_table()[torch.tensor(config.elements, dtype=torch.long)] / REFERENCE_RADIUS_SUM
-        self.register_buffer("element_radius", radii.to(torch.float32), persistent=False)
-        stretch = max(1.0 / (2.0 * float(radii.min())), 1.0) if self.covalent_scaled else 1.0
+        self.reference_radius_sum = REFERENCE_RADIUS_SUM
+        radii = covalent_radii_table()[torch.tensor(config.elements, dtype=torch.long)]
+        stretch = max(REFERENCE_RADIUS_SUM / (2.0 * float(radii.min())), 1.0) if self.covalent_scaled else 1.0
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
         self.radial_bias = SplineRadialBias(
             _stretched_knots(config.n_rbf, stretch), config.radial_max * stretch, config.n_heads
@@ -351,8 +351,8 @@ class TransIP(nn.Module):
         dist = pair_distances(pos)
         if self.covalent_scaled:
             # local mode: token 0 is the centre; r / (R_a + R_b) x REFERENCE_RADIUS_SUM, Å for a C-C pair
-            radius = self.element_radius.to(pos.dtype)[tok]  # (S, L), radius / REFERENCE_RADIUS_SUM
-            token_dist = token_dist / (radius[:, :1] + radius)
+            radius = self.repulsion.covalent_radii[self.elements[tok]].to(pos.dtype) / self.reference_radius_sum
+            token_dist = token_dist / (radius[:, :1] + radius)  # radius (S, L): R / REFERENCE_RADIUS_SUM
             dist = dist / (radius.unsqueeze(1) + radius.unsqueeze(2))
         if self.use_token_radial:
             h = h + self.token_radial(token_dist)
