@@ -1,4 +1,7 @@
-"""Covalent-scaled radial inputs (``covalent_scaled_radial``): what the splines read, and the physics kept."""
+"""Covalent-scaled radial inputs (``covalent_scaled_radial``): what the splines read, and the physics kept.
+
+Locality, the smooth cutoff and the chunked engine path are tested with the plain model's tests
+(test_model_physics.py, parametrized over the option)."""
 
 from __future__ import annotations
 
@@ -81,29 +84,6 @@ def test_forces_match_finite_differences(case):
     assert np.abs(fd[:4] - pred.forces[:4]).max() < 1e-6
 
 
-def test_strict_locality_and_smooth_cutoff_hold():
-    rc = 4.0
-    model = make_model(rc, covalent_scaled_radial=True)
-    atoms = Atoms("OCN", positions=[[0, 0, 0], [3.5, 0, 0], [7.0, 0, 0]])
-    ref = predict(model, atoms.numbers, atoms.positions)
-    moved = atoms.positions.copy()
-    moved[2] = [6.8, 0.5, 0.3]
-    out = predict(model, atoms.numbers, moved)
-    assert out.energies[0] == pytest.approx(ref.energies[0], rel=0, abs=1e-12)
-    assert abs(out.energies[1] - ref.energies[1]) > 1e-6
-    # an H atom crossing rc from a water molecule: energies continuous (the envelope reads the plain distance)
-    base = Atoms("OHH", positions=[[0, 0, 0], [0.76, 0.59, 0], [0.76, -0.59, 0]])
-    energies = [
-        predict(
-            model,
-            (base + Atoms("H", positions=[[-d, 0, 0]])).numbers,
-            (base + Atoms("H", positions=[[-d, 0, 0]])).positions,
-        ).energy
-        for d in rc + 1e-3 * np.arange(-20, 21)
-    ]
-    assert np.abs(np.diff(energies)).max() < 1e-7
-
-
 def test_global_models_refuse_the_option():
     with pytest.raises(ValueError, match="covalent_scaled_radial needs a local model"):
         TransIPConfig(cutoff=None, covalent_scaled_radial=True)
@@ -121,16 +101,3 @@ def test_model_file_equals_eager(tmp_path):
     for other in (b, c):
         assert other.energy == pytest.approx(a.energy, abs=1e-10)
         assert np.abs(other.forces - a.forces).max() < 1e-10
-
-
-def test_chunked_inference_equals_one_pass(tmp_path):
-    """The engines' path (energy_and_gradient in chunks of centres, periodic images as neighbours): same numbers."""
-    model = make_model(4.0, covalent_scaled_radial=True)
-    compiled = load_compiled(export(model, tmp_path / "m.pt"))
-    atoms = water_box(3)
-    ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=0)
-    for m in (model, compiled):
-        for chunk in (7, 80):
-            out = predict(m, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=chunk)
-            assert np.abs(out.energies - ref.energies).max() < 1e-10
-            assert np.abs(out.forces - ref.forces).max() < 1e-10

@@ -75,10 +75,16 @@ def test_permutation_equivariance(cutoff):
     assert np.abs(out.forces - ref.forces[perm]).max() < 1e-9
 
 
-def test_energy_continuous_across_cutoff():
+#: Local-model options whose physics must hold like the plain model's (covalent-scaled radial inputs read other
+#: distances in the splines but the plain distance in the envelope).
+LOCAL_OPTIONS = pytest.mark.parametrize("options", [{}, {"covalent_scaled_radial": True}], ids=["plain", "covalent"])
+
+
+@LOCAL_OPTIONS
+def test_energy_continuous_across_cutoff(options):
     """Scan one atom through rc: energy and forces change smoothly, and beyond rc it is gone."""
     rc = 4.0
-    model = make_model(rc)
+    model = make_model(rc, **options)
     base = Atoms("OHH", positions=[[0, 0, 0], [0.76, 0.59, 0], [0.76, -0.59, 0]])  # O is nearest to -x
     far = Atoms("C", positions=[[100.0, 0, 0]])
     e_far = predict(model, (base + far).numbers, (base + far).positions).energy
@@ -101,10 +107,11 @@ def test_energy_continuous_across_cutoff():
     assert abs(predict(model, inside.numbers, inside.positions).energy - e_far) > 1e-3
 
 
-def test_strict_locality():
+@LOCAL_OPTIONS
+def test_strict_locality(options):
     """Atom i's energy depends only on atoms within rc of i, not on neighbours of neighbours."""
     rc = 4.0
-    model = make_model(rc)
+    model = make_model(rc, **options)
     # A chain O ... C ... N with 3.5 Å links: C sees both, O and N see only C.
     atoms = Atoms("OCN", positions=[[0, 0, 0], [3.5, 0, 0], [7.0, 0, 0]])
     ref = predict(model, atoms.numbers, atoms.positions)
@@ -260,11 +267,12 @@ def test_spline_radial_bias_is_smooth_and_flat_beyond_its_range():
     assert torch.allclose(far[0], far[1]) and torch.allclose(far[1], far[2])
 
 
-def test_chunked_inference_equals_one_pass(tmp_path):
+@LOCAL_OPTIONS
+def test_chunked_inference_equals_one_pass(options, tmp_path):
     """energy_and_gradient in chunks of centres (the engines' path) gives the one-pass numbers."""
     from transip_md.model import export, load_compiled
 
-    model = make_model(4.0)
+    model = make_model(4.0, **options)
     compiled = load_compiled(export(model, tmp_path / "m.pt"))
     atoms = water_box(3)
     ref = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, 1, 2, virial=True, chunk_size=0)

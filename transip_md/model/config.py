@@ -39,7 +39,7 @@ class TransIPConfig:
     n_token_radial: int = 16
     #: Radial splines (attention bias and token radial embedding) read the pair distance in units of the two
     #: atoms' covalent-radius sum, r x 1.52 Å / (R_a + R_b) (1.52 Å: the C-C sum, so a C-C pair reads r), instead
-    #: of r: the same spline knot then sits at the same bond order for every element pair. Local mode only.
+    #: of r: the same spline knot then sits at the same bond stretch for every element pair. Local mode only.
     covalent_scaled_radial: bool = False
     envelope_power: int = 4
     use_charge_spin: bool = True

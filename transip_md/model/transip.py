@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .config import TransIPConfig
 from .layers import Rotary3D, SplineRadialBias, TransformerBlock, log_envelope, pair_distances, safe_norm
-from .priors import NuclearRepulsion, StateEnergy, covalent_radii_table
+from .priors import NuclearRepulsion, StateEnergy
 
 #: Charge/spin conditioning features are (N_REF / N) (Q, M - 1) for a structure of N atoms.
 N_REF = 10.0
@@ -42,8 +42,6 @@ REFERENCE_RADIUS_SUM = 1.52
 
 def _stretched_knots(n_knots: int, stretch: float) -> int:
     """Knots of a uniform spline whose range grows ``stretch`` times at the same spacing (n - 1 intervals)."""
-    if stretch == 1.0:
-        return n_knots
     return int(math.ceil((n_knots - 1) * stretch)) + 1
 
 
@@ -87,8 +85,8 @@ class TransIP(nn.Module):
         # knot spacing as the plain splines.
         self.covalent_scaled = bool(config.covalent_scaled_radial)
         self.reference_radius_sum = REFERENCE_RADIUS_SUM
-        radii = covalent_radii_table()[torch.tensor(config.elements, dtype=torch.long)]
-        stretch = max(REFERENCE_RADIUS_SUM / (2.0 * float(radii.min())), 1.0) if self.covalent_scaled else 1.0
+        smallest_radius = float(self.repulsion.covalent_radii[self.elements].min())
+        stretch = max(REFERENCE_RADIUS_SUM / (2.0 * smallest_radius), 1.0) if self.covalent_scaled else 1.0
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
         self.radial_bias = SplineRadialBias(
             _stretched_knots(config.n_rbf, stretch), config.radial_max * stretch, config.n_heads
