@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 
 from transip_md.data import legacy_dataset_path
 from transip_md.train.checkpoint import export_checkpoint, load_checkpoint
@@ -188,6 +189,79 @@ def test_init_grow_starts_a_deeper_model_at_the_checkpoint_energies(runs, tmp_pa
         Trainer(plain)
     with pytest.raises(ConfigError, match="needs init_from"):
         TrainConfig(init_grow=True).check()
+
+
+def test_init_covalent_starts_a_covalent_scaled_model_from_a_plain_checkpoint(runs, tmp_path):
+    """--init-covalent: every weight of the plain checkpoint is copied, both radial splines are extended to the
+    covalent-scaled range with the checkpoint's values (so a carbon-only structure gets the checkpoint's energy and
+    forces, a C-H one does not), the run then trains; anything but plain -> covalent-scaled is refused by name."""
+    from transip_md.model import predict
+    from transip_md.train.checkpoint import CheckpointError, model_from_checkpoint
+    from transip_md.train.config import ConfigError
+
+    tr, _, _ = runs["augment"]
+    last = tr.out / "last.pt"
+    old = model_from_checkpoint(load_checkpoint(last)).eval()
+    cfg = _cfg("augment", tmp_path / "covalent")
+    cfg.init_from, cfg.init_covalent = str(last), True
+    cfg.model = {**cfg.model, "covalent_scaled_radial": True}
+    cfg.max_steps = 5
+    started = Trainer(cfg)
+    model = started.model.eval()
+    assert model.covalent_scaled and model.radial_bias.n_knots > old.radial_bias.n_knots
+    state = model.state_dict()
+    for name, value in old.state_dict().items():
+        if not name.endswith("radial_bias.coefficients") and not name.endswith("token_radial.coefficients"):
+            torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=name)
+    x = torch.linspace(0.0, 3.0 * cfg.model["rbf_max"], 2001)
+    with torch.no_grad():
+        torch.testing.assert_close(model.radial_bias(x), old.radial_bias(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.token_radial(x), old.token_radial(x), rtol=0, atol=1e-6)
+    carbon = Atoms("C4", positions=[[0, 0, 0], [1.5, 0, 0], [2.1, 1.3, 0], [3.4, 1.4, 0.8]])
+    a, b = predict(old, carbon.numbers, carbon.positions), predict(model, carbon.numbers, carbon.positions)
+    assert b.energy == pytest.approx(a.energy, abs=1e-4)
+    np.testing.assert_allclose(b.forces, a.forces, atol=1e-4)
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                                      [0.63, -0.63, -0.63]])  # fmt: skip
+    a, b = predict(old, methane.numbers, methane.positions), predict(model, methane.numbers, methane.positions)
+    assert abs(b.energy - a.energy) > 1e-3  # C-H reads 1.42 r: the option acts where radii differ
+    before = model.radial_bias.coefficients.detach().clone()
+    started.fit()
+    assert not torch.equal(before, started.model.radial_bias.coefficients)
+
+    def refused(match, **model_keys):
+        bad = _cfg("augment", tmp_path / f"bad{len(model_keys)}")
+        bad.init_from, bad.init_covalent = str(last), True
+        bad.model = {**bad.model, **model_keys}
+        with pytest.raises(CheckpointError, match=match):
+            Trainer(bad)
+
+    refused("needs a plain-radial checkpoint and model.covalent_scaled_radial=true")
+    refused("n_rbf: 32 vs 16", covalent_scaled_radial=True, n_rbf=16)
+    plain = _cfg("augment", tmp_path / "plain")
+    plain.init_from = str(last)
+    plain.model = {**plain.model, "covalent_scaled_radial": True}
+    with pytest.raises(CheckpointError, match="add --init-covalent"):
+        Trainer(plain)
+    with pytest.raises(ConfigError, match="needs init_from"):
+        TrainConfig(init_covalent=True).check()
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        TrainConfig(init_from=str(last), init_covalent=True, init_grow=True).check()
+
+
+def test_a_checkpoint_written_before_a_model_key_existed_reads_with_its_default(runs, tmp_path):
+    """Checkpoints of older versions lack model keys added since (e.g. covalent_scaled_radial); they read with
+    the key's default, the behaviour they were trained with, so --init-from a plain model of the same
+    configuration still works."""
+    tr, _, _ = runs["augment"]
+    ck = torch.load(tr.out / "last.pt", map_location="cpu", weights_only=True)
+    del ck["model_config"]["covalent_scaled_radial"]
+    older = tmp_path / "older.pt"
+    torch.save(ck, older)
+    assert load_checkpoint(older)["model_config"]["covalent_scaled_radial"] is False
+    cfg = _cfg("augment", tmp_path / "fine")
+    cfg.init_from = str(older)
+    Trainer(cfg)  # same model config once completed: accepted
 
 
 def test_a_failed_export_names_the_kept_checkpoint_and_the_command(tmp_path, monkeypatch):

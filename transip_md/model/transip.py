@@ -40,9 +40,11 @@ N_REF = 10.0
 REFERENCE_RADIUS_SUM = 1.52
 
 
-def _stretched_knots(n_knots: int, stretch: float) -> int:
-    """Knots of a uniform spline whose range grows ``stretch`` times at the same spacing (n - 1 intervals)."""
-    return int(math.ceil((n_knots - 1) * stretch)) + 1
+def _stretched_spline(n_knots: int, r_max: float, stretch: float) -> tuple[int, float]:
+    """(knots, range) of a uniform spline that reaches at least ``stretch`` x ``r_max`` at exactly the spacing of
+    ``n_knots`` knots over ``r_max`` (so the first ``n_knots`` knots sit where the unstretched spline's do)."""
+    knots = int(math.ceil((n_knots - 1) * stretch)) + 1
+    return knots, r_max * (knots - 1) / (n_knots - 1)
 
 
 class TransIP(nn.Module):
@@ -88,15 +90,14 @@ class TransIP(nn.Module):
         smallest_radius = float(self.repulsion.covalent_radii[self.elements].min())
         stretch = max(REFERENCE_RADIUS_SUM / (2.0 * smallest_radius), 1.0) if self.covalent_scaled else 1.0
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
-        self.radial_bias = SplineRadialBias(
-            _stretched_knots(config.n_rbf, stretch), config.radial_max * stretch, config.n_heads
-        )
+        bias_knots, bias_range = _stretched_spline(config.n_rbf, config.radial_max, stretch)
+        self.radial_bias = SplineRadialBias(bias_knots, bias_range, config.n_heads)
         # Per-token embedding of the distance to the centre (local) or centroid (global): radial information in
         # the values, at per-token (not per-pair) cost.
         self.use_token_radial = int(config.n_token_radial) > 0
         token_range = self.cutoff if self.is_local else 0.5 * config.radial_max
         self.token_radial = SplineRadialBias(
-            _stretched_knots(max(int(config.n_token_radial), 4), stretch), token_range * stretch, config.d_model
+            *_stretched_spline(max(int(config.n_token_radial), 4), token_range, stretch), config.d_model
         )
         self.blocks = nn.ModuleList(
             [

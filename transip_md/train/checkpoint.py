@@ -78,7 +78,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a transip-md checkpoint (lacks {missing})")
+    ckpt["model_config"] = _complete_model_config(path, ckpt["model_config"])
     return ckpt
+
+
+def _complete_model_config(path: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The model config with every key: a key added after the checkpoint was written takes its default, which
+    is the behaviour the checkpoint was trained with (so ``--init-from``/``--resume`` compare like with like)."""
+    from ..model import TransIPConfig
+
+    try:
+        return TransIPConfig.from_dict(config).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable model config ({exc})") from exc
 
 
 def best_checkpoint(last: dict[str, Any]) -> dict[str, Any]:

@@ -277,6 +277,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         help="with --init-from: the model may have more blocks (--layers) than the checkpoint; the extra blocks are "
         "appended as identity maps, so training starts at the checkpoint's energies",
     )
+    p.add_argument(
+        "--init-covalent",
+        action="store_true",
+        help="with --init-from: a plain-radial checkpoint starts a model with model.covalent_scaled_radial=true "
+        "(weights copied, radial splines refit; exact for C-C pairs only)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files / bad frames and count them")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
@@ -400,7 +406,7 @@ def _cli_overrides(args: argparse.Namespace) -> tuple[dict, dict]:
             put(key, value, "--" + flag.replace("_", "-"))
     if args.global_mode:
         put("model.cutoff", None, "--global")
-    for flag in ("skip_bad", "deterministic", "align_stop_gradient", "init_grow"):
+    for flag in ("skip_bad", "deterministic", "align_stop_gradient", "init_grow", "init_covalent"):
         if getattr(args, flag, False):
             put(flag, True, "--" + flag.replace("_", "-"))
     if args.no_progress:

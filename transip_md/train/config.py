@@ -123,6 +123,9 @@ class TrainConfig:
     #: With init_from: the model may have more blocks (model.n_layers) than the checkpoint; the extra blocks are
     #: appended as identity maps, so the run starts at the checkpoint's energies (train/grow.py).
     init_grow: bool = False
+    #: With init_from: start a covalent-scaled model (model.covalent_scaled_radial) from a plain-radial checkpoint;
+    #: every weight is copied and the radial splines are refit (train/covalent_start.py).
+    init_covalent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +182,10 @@ class TrainConfig:
         check_device(self.device)
         if self.init_grow and not self.init_from:
             raise ConfigError("init_grow (--init-grow) needs init_from (--init-from CKPT): the checkpoint to grow")
+        if self.init_covalent and not self.init_from:
+            raise ConfigError("init_covalent (--init-covalent) needs init_from (--init-from CKPT): a plain checkpoint")
+        if self.init_covalent and self.init_grow:
+            raise ConfigError("init_covalent and init_grow cannot be combined: grow first, then start covalent")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if isinstance(self.data, str):

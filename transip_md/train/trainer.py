@@ -49,6 +49,7 @@ from . import checkpoint as ckpt_mod
 from .baseline import fit_energy_baseline
 from .checkpoint import CheckpointError
 from .config import ConfigError, TrainConfig, describe_diff, diff_keys
+from .covalent_start import CovalentStartError, check_covalent_start, covalent_start_into
 from .data import (
     TopologyCache,
     collate,
@@ -307,11 +308,26 @@ class Trainer:
                     path, ck["epoch"], ck["step"], old_config["n_layers"], new_config["n_layers"],
                 )  # fmt: skip
             return
+        if self.cfg.init_covalent:
+            try:
+                check_covalent_start(old_config, new_config)
+                covalent_start_into(self.model, ckpt_mod.model_from_checkpoint(ck))
+            except CovalentStartError as exc:
+                raise CheckpointError(f"{path}: {exc}") from exc
+            if self.info.main:
+                logger.info(
+                    "initial weights: EMA weights of %s (epoch %s, step %s), radial splines extended to "
+                    "covalent-scaled distances",
+                    path, ck["epoch"], ck["step"],
+                )  # fmt: skip
+            return
         if old_config != new_config:
             diff = _model_config_diff(old_config, new_config)
             hint = ""
             if set(diff_keys(old_config, new_config)) == {"n_layers"}:
                 hint = "; add --init-grow to append the extra blocks as identity maps"
+            elif set(diff_keys(old_config, new_config)) == {"covalent_scaled_radial"}:
+                hint = "; add --init-covalent to start the covalent-scaled model from these weights"
             raise CheckpointError(f"{path}: --init-from checkpoint has another model config ({diff}){hint}")
         self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict())
         if self.info.main:
