@@ -72,12 +72,24 @@ def test_hydrogen_pairs_stretch_the_splines_at_the_same_knot_spacing():
         assert b.inv_spacing == pytest.approx(a.inv_spacing, rel=1e-12)
 
 
+def _learned(seed: int = 0) -> TransIP:
+    """A covalent-scaled model with learned radii moved off the table (so they are not the fixed ones)."""
+    model = make_model(4.0, seed=seed, covalent_scaled_radial=True, learned_radii=True)
+    with torch.no_grad():
+        model.log_radii.add_(torch.linspace(-0.2, 0.3, model.log_radii.numel(), dtype=model.log_radii.dtype))
+    return model
+
+
+@pytest.mark.parametrize("learned", [False, True], ids=["table_radii", "learned_radii"])
 @pytest.mark.parametrize("case", ["molecule", "charged_radical", "periodic"])
-def test_forces_match_finite_differences(case):
+def test_forces_match_finite_differences(case, learned):
+    def build():
+        return _learned() if learned else make_model(4.0, covalent_scaled_radial=True)
+
     if case == "periodic":
-        model, atoms, charge, spin = make_model(4.0, covalent_scaled_radial=True), water_box(2), 0, 1
+        model, atoms, charge, spin = build(), water_box(2), 0, 1
     else:
-        model, atoms = make_model(4.0, covalent_scaled_radial=True), ethanol()
+        model, atoms = build(), ethanol()
         charge, spin = (0, 1) if case == "molecule" else (1, 2)
     pred = predict(model, atoms.numbers, atoms.positions, atoms.cell, atoms.pbc, charge, spin)
     assert np.abs(pred.forces).max() > 1e-2, "forces too small for a meaningful check"
@@ -90,11 +102,57 @@ def test_global_models_refuse_the_option():
         TransIPConfig(cutoff=None, covalent_scaled_radial=True)
 
 
-def test_model_file_equals_eager(tmp_path):
+def test_learned_radii_start_at_the_table_and_give_its_numbers():
+    table = make_model(4.0, covalent_scaled_radial=True)
+    learned = make_model(4.0, covalent_scaled_radial=True, learned_radii=True)
+    radii = learned.repulsion.covalent_radii[learned.elements].to(learned.log_radii.dtype)
+    torch.testing.assert_close(torch.exp(learned.log_radii.detach()), radii)
+    learned.load_state_dict({**table.state_dict(), "log_radii": learned.log_radii.detach()})
+    atoms = ethanol()
+    a = predict(table, atoms.numbers, atoms.positions)
+    b = predict(learned, atoms.numbers, atoms.positions)
+    assert b.energy == pytest.approx(a.energy, abs=1e-12)
+    assert np.abs(b.forces - a.forces).max() < 1e-12
+
+
+def test_learned_radii_change_the_numbers_and_get_gradients_from_a_force_loss():
+    """The radii are read (moving one changes energies and forces) and trainable through the double backward of
+    a force loss (the trainer's conservative forces)."""
+    model = _learned()
+    atoms = ethanol()
+    before = predict(model, atoms.numbers, atoms.positions)
+    with torch.no_grad():
+        model.log_radii[0] += 0.1  # hydrogen
+    after = predict(model, atoms.numbers, atoms.positions)
+    assert abs(after.energy - before.energy) > 1e-4
+    pos = torch.tensor(atoms.positions, requires_grad=True)
+    species = torch.tensor(atoms.numbers)
+    i, j = np.triu_indices(len(atoms), 1)
+    src = torch.tensor(np.concatenate([i, j]))
+    dst = torch.tensor(np.concatenate([j, i]))
+    vec = pos[src] - pos[dst]
+    energy = model(species, torch.stack([src, dst]), vec, torch.zeros(1), torch.ones(1), torch.zeros(len(atoms),
+                   dtype=torch.long)).sum()  # fmt: skip
+    (forces,) = torch.autograd.grad(energy, pos, create_graph=True)
+    (forces**2).sum().backward()
+    grad = model.log_radii.grad
+    assert grad is not None
+    # elements [H, C, N, O]: ethanol has no N, so its radius gets no gradient and the others do
+    assert [bool(g != 0) for g in grad] == [True, True, False, True]
+
+
+def test_learned_radii_need_the_covalent_scaling():
+    with pytest.raises(ValueError, match="learned_radii needs covalent_scaled_radial"):
+        TransIPConfig(cutoff=4.0, learned_radii=True)
+
+
+@pytest.mark.parametrize("learned", [False, True], ids=["table_radii", "learned_radii"])
+def test_model_file_equals_eager(tmp_path, learned):
     """Exported (TorchScript) and read back, with the eager model rebuilt from its metadata: same numbers."""
-    model = make_model(4.0, covalent_scaled_radial=True)
+    model = _learned() if learned else make_model(4.0, covalent_scaled_radial=True)
     compiled = load_compiled(export(model, tmp_path / "m.pt"))
     assert compiled.metadata["config"]["covalent_scaled_radial"] is True
+    assert compiled.metadata["config"]["learned_radii"] is learned
     atoms = ethanol()
     a = predict(model, atoms.numbers, atoms.positions)
     b = predict(compiled, atoms.numbers, atoms.positions)

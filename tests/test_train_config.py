@@ -248,8 +248,18 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("finetune-stage7.yaml", "transip-small-ft6"),
         ("finetune-stage8-deep.yaml", "transip-deep-ft7"),
         ("finetune-stage8-control.yaml", "transip-small-ft7-control"),
+        ("finetune-stage8-covalent-learned.yaml", "transip-small-ft7-covalent-learned"),
     ],
-    ids=["stage3", "stage4", "stage5", "stage6", "stage7", "stage8-deep-candidate", "stage8-control"],
+    ids=[
+        "stage3",
+        "stage4",
+        "stage5",
+        "stage6",
+        "stage7",
+        "stage8-deep-candidate",
+        "stage8-control",
+        "stage8-covalent-learned",
+    ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
     """Each fine-tuning recipe in examples/train gives exactly the configuration its shipped run stored (all but

@@ -249,6 +249,32 @@ def test_init_covalent_starts_a_covalent_scaled_model_from_a_plain_checkpoint(ru
         TrainConfig(init_from=str(last), init_covalent=True, init_grow=True).check()
 
 
+def test_init_covalent_with_learned_radii_starts_exactly_at_the_checkpoint(runs, tmp_path):
+    """--init-covalent with model.learned_radii: every radius starts at 0.76 Å, so every pair reads r and the
+    started model gives the checkpoint's energies and forces for any molecule; training then moves the radii."""
+    from transip_md.model import predict
+    from transip_md.train.checkpoint import model_from_checkpoint
+
+    tr, _, _ = runs["augment"]
+    last = tr.out / "last.pt"
+    old = model_from_checkpoint(load_checkpoint(last)).eval()
+    cfg = _cfg("augment", tmp_path / "learned")
+    cfg.init_from, cfg.init_covalent = str(last), True
+    cfg.model = {**cfg.model, "covalent_scaled_radial": True, "learned_radii": True}
+    cfg.max_steps = 5
+    started = Trainer(cfg)
+    model = started.model.eval()
+    torch.testing.assert_close(torch.exp(model.log_radii.detach()), torch.full((4,), 0.76), rtol=1e-6, atol=0)
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                                      [0.63, -0.63, -0.63]])  # fmt: skip
+    a, b = predict(old, methane.numbers, methane.positions), predict(model, methane.numbers, methane.positions)
+    assert b.energy == pytest.approx(a.energy, abs=1e-4)
+    np.testing.assert_allclose(b.forces, a.forces, atol=1e-4)
+    before = model.log_radii.detach().clone()
+    started.fit()
+    assert not torch.equal(before, started.model.log_radii.detach())
+
+
 def test_a_checkpoint_written_before_a_model_key_existed_reads_with_its_default(runs, tmp_path):
     """Checkpoints of older versions lack model keys added since (e.g. covalent_scaled_radial); they read with
     the key's default, the behaviour they were trained with, so --init-from a plain model of the same

@@ -41,6 +41,10 @@ class TransIPConfig:
     #: atoms' covalent-radius sum, r x 1.52 Å / (R_a + R_b) (1.52 Å: the C-C sum, so a C-C pair reads r), instead
     #: of r: the same spline knot then sits at the same bond stretch for every element pair. Local mode only.
     covalent_scaled_radial: bool = False
+    #: With covalent_scaled_radial: the per-element radii of that scaling are learned parameters (one per element,
+    #: positive through an exponential), starting at ASE's covalent radii (or, from a plain checkpoint with
+    #: ``--init-covalent``, at 0.76 Å for every element, which reads every pair at r: the checkpoint exactly).
+    learned_radii: bool = False
     envelope_power: int = 4
     use_charge_spin: bool = True
     #: ZBL-screened nuclear repulsion prior (model/priors.py), switched off at this many times the sum of the
@@ -62,6 +66,8 @@ class TransIPConfig:
             raise ValueError(f"n_token_radial must be 0 (off) or >= 4 spline knots, got {self.n_token_radial}")
         if self.covalent_scaled_radial and self.cutoff is None:
             raise ValueError("covalent_scaled_radial needs a local model (a finite cutoff)")
+        if self.learned_radii and not self.covalent_scaled_radial:
+            raise ValueError("learned_radii needs covalent_scaled_radial (the radii it learns are that scaling's)")
         if self.repulsion_range < 0:
             raise ValueError(f"repulsion_range must be >= 0 (x covalent-radius sum), got {self.repulsion_range}")
         if self.cutoff is not None and self.repulsion_reach > self.cutoff:

@@ -89,6 +89,13 @@ class TransIP(nn.Module):
         self.reference_radius_sum = REFERENCE_RADIUS_SUM
         smallest_radius = float(self.repulsion.covalent_radii[self.elements].min())
         stretch = max(REFERENCE_RADIUS_SUM / (2.0 * smallest_radius), 1.0) if self.covalent_scaled else 1.0
+        # Learned radii (config.learned_radii): log of each element's radius (Å), starting at the table's. Learned
+        # radii smaller than the table's smallest read beyond the splines' range, where they are constant.
+        if config.learned_radii:
+            log_radii = torch.log(self.repulsion.covalent_radii[self.elements].double())
+            self.log_radii = nn.Parameter(log_radii if config.dtype == "float64" else log_radii.float())
+        else:
+            self.register_parameter("log_radii", None)
         # One radial bias per head, computed once per pair and shared by all blocks (pairs dominate the cost).
         bias_knots, bias_range = _stretched_spline(config.n_rbf, config.radial_max, stretch)
         self.radial_bias = SplineRadialBias(bias_knots, bias_range, config.n_heads)
@@ -350,7 +357,11 @@ class TransIP(nn.Module):
         dist = pair_distances(pos)
         if self.covalent_scaled:
             # local mode: token 0 is the centre; r / (R_a + R_b) x REFERENCE_RADIUS_SUM, Å for a C-C pair
-            radius = self.repulsion.covalent_radii[self.elements[tok]].to(pos.dtype) / self.reference_radius_sum
+            log_radii = self.log_radii
+            if log_radii is not None:
+                radius = torch.exp(log_radii)[tok].to(pos.dtype) / self.reference_radius_sum
+            else:
+                radius = self.repulsion.covalent_radii[self.elements[tok]].to(pos.dtype) / self.reference_radius_sum
             token_dist = token_dist / (radius[:, :1] + radius)  # radius (S, L): R / REFERENCE_RADIUS_SUM
             dist = dist / (radius.unsqueeze(1) + radius.unsqueeze(2))
         if self.use_token_radial:

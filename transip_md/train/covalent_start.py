@@ -7,11 +7,14 @@ plain model can start a covalent-scaled run: all weights are copied and each spl
 range (same knots, the old constant tail repeated), so b_new(s) = b_old(s) for every s. The started model is then
 the checkpoint exactly for every pair whose radius sum is the reference, C-C, and every other element pair starts
 from its stretched or squeezed copy (C-H reads 1.42 r): the fine-tuning has to adapt those, and the checkpoint's
-energies are not kept for molecules with other elements.
+energies are not kept for molecules with other elements. With ``model.learned_radii`` the start is exact for every
+pair: all learned radii start at half the reference sum (0.76 Å), so every pair reads r, and the fine-tuning moves
+the radii (and the splines) only as far as the loss pays for.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -29,11 +32,12 @@ class CovalentStartError(ValueError):
 
 def check_covalent_start(old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
     """Refuse anything but plain -> covalent-scaled radial inputs: every other model key must be the checkpoint's."""
-    keys = [k for k in diff_keys(old_config, new_config) if k != "covalent_scaled_radial"]
+    keys = [k for k in diff_keys(old_config, new_config) if k not in ("covalent_scaled_radial", "learned_radii")]
     if keys:
         diff = describe_diff(old_config, new_config, keys)
         raise CovalentStartError(
-            f"--init-covalent only switches on model.covalent_scaled_radial; other model keys differ ({diff})"
+            "--init-covalent only switches on model.covalent_scaled_radial (and model.learned_radii); "
+            f"other model keys differ ({diff})"
         )
     if old_config.get("covalent_scaled_radial", False) or not new_config.get("covalent_scaled_radial", False):
         raise CovalentStartError(
@@ -67,10 +71,15 @@ def covalent_start_into(model: TransIP, old_model: TransIP) -> None:
     spline_keys = {f"{name}.coefficients" for name in _SPLINES}
     state = {k: v for k, v in old_model.state_dict().items() if k not in spline_keys}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if set(missing) != spline_keys or unexpected:
+    new_keys = spline_keys | ({"log_radii"} if model.log_radii is not None else set())
+    if set(missing) != new_keys or unexpected:
         raise CovalentStartError(
             f"checkpoint weights do not fit the covalent-scaled model (missing {sorted(missing)}, "
             f"unexpected {unexpected})"
         )
     for name in _SPLINES:
         extend_spline(getattr(old_model, name), getattr(model, name))
+    if model.log_radii is not None:
+        # every radius the reference one: every pair reads r, so the started model is the checkpoint exactly
+        with torch.no_grad():
+            model.log_radii.fill_(math.log(model.reference_radius_sum / 2.0))
