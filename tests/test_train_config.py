@@ -273,3 +273,26 @@ def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
     for key in ("output", "progress"):
         recipe.pop(key), stored.pop(key)
     assert recipe == stored
+
+
+@pytest.mark.parametrize("recipe_file", sorted(p.name for p in (REPO / "examples" / "train").glob("*.yaml")))
+def test_every_example_recipe_reads_and_its_start_checkpoint_fits(recipe_file):
+    """Every recipe in examples/train reads and passes the config checks; a fine-tuning recipe's --init-from
+    checkpoint is committed and has the recipe's model configuration (or the one --init-grow / --init-covalent
+    accepts), so the recipe can be run as written."""
+    from transip_md.model import TransIPConfig
+    from transip_md.train.checkpoint import load_checkpoint
+    from transip_md.train.config import diff_keys
+
+    cfg = build_train_config(
+        build_parser().parse_args(["train", "--config", str(REPO / "examples/train" / recipe_file)])
+    )
+    cfg.check()
+    if not cfg.init_from:
+        return
+    stored = load_checkpoint(REPO / cfg.init_from)["model_config"]
+    wanted = TransIPConfig.from_dict(cfg.model).to_dict()
+    allowed = (
+        {"n_layers"} if cfg.init_grow else {"covalent_scaled_radial", "learned_radii"} if cfg.init_covalent else set()
+    )
+    assert set(diff_keys(stored, wanted)) <= allowed
