@@ -243,6 +243,9 @@ def test_init_covalent_starts_a_covalent_scaled_model_from_a_plain_checkpoint(ru
     plain.model = {**plain.model, "covalent_scaled_radial": True}
     with pytest.raises(CheckpointError, match="add --init-covalent"):
         Trainer(plain)
+    plain.model = {**plain.model, "learned_radii": True}
+    with pytest.raises(CheckpointError, match="add --init-covalent"):
+        Trainer(plain)
     with pytest.raises(ConfigError, match="needs init_from"):
         TrainConfig(init_covalent=True).check()
     with pytest.raises(ConfigError, match="cannot be combined"):

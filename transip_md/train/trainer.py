@@ -324,9 +324,10 @@ class Trainer:
         if old_config != new_config:
             diff = _model_config_diff(old_config, new_config)
             hint = ""
-            if set(diff_keys(old_config, new_config)) == {"n_layers"}:
+            keys = set(diff_keys(old_config, new_config))
+            if keys == {"n_layers"}:
                 hint = "; add --init-grow to append the extra blocks as identity maps"
-            elif set(diff_keys(old_config, new_config)) == {"covalent_scaled_radial"}:
+            elif "covalent_scaled_radial" in keys and keys <= {"covalent_scaled_radial", "learned_radii"}:
                 hint = "; add --init-covalent to start the covalent-scaled model from these weights"
             raise CheckpointError(f"{path}: --init-from checkpoint has another model config ({diff}){hint}")
         self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict())
