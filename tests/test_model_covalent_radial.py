@@ -15,6 +15,7 @@ from test_model_physics import fd_forces
 
 from transip_md.model import eager_model, export, load_compiled, predict
 from transip_md.model.config import TransIPConfig
+from transip_md.model.engine import edge_topology, model_inputs
 from transip_md.model.transip import REFERENCE_RADIUS_SUM, TransIP
 
 
@@ -126,13 +127,10 @@ def test_learned_radii_change_the_numbers_and_get_gradients_from_a_force_loss():
     after = predict(model, atoms.numbers, atoms.positions)
     assert abs(after.energy - before.energy) > 1e-4
     pos = torch.tensor(atoms.positions, requires_grad=True)
-    species = torch.tensor(atoms.numbers)
-    i, j = np.triu_indices(len(atoms), 1)
-    src = torch.tensor(np.concatenate([i, j]))
-    dst = torch.tensor(np.concatenate([j, i]))
-    vec = pos[src] - pos[dst]
-    energy = model(species, torch.stack([src, dst]), vec, torch.zeros(1), torch.ones(1), torch.zeros(len(atoms),
-                   dtype=torch.long)).sum()  # fmt: skip
+    topo = edge_topology(model.cutoff, atoms.positions, atoms.cell.array, atoms.pbc)
+    src, dst = torch.from_numpy(topo.src), torch.from_numpy(topo.dst)
+    vec = pos[dst] - pos[src]  # the edge convention of model/engine.py (no periodic shifts: a molecule)
+    energy = model(*model_inputs(torch.from_numpy(atoms.numbers), torch.stack([src, dst]), vec, 0, 1)).sum()
     (forces,) = torch.autograd.grad(energy, pos, create_graph=True)
     (forces**2).sum().backward()
     grad = model.log_radii.grad

@@ -191,6 +191,12 @@ def test_init_grow_starts_a_deeper_model_at_the_checkpoint_energies(runs, tmp_pa
         TrainConfig(init_grow=True).check()
 
 
+def _methane() -> Atoms:
+    """CH4 at a 1.09 Å C-H bond (its C-H pairs read 1.42 r when covalent-scaled)."""
+    d = 0.63
+    return Atoms("CH4", positions=[[0, 0, 0], [d, d, d], [-d, -d, d], [-d, d, -d], [d, -d, -d]])
+
+
 def test_init_covalent_starts_a_covalent_scaled_model_from_a_plain_checkpoint(runs, tmp_path):
     """--init-covalent: every weight of the plain checkpoint is copied, both radial splines are extended to the
     covalent-scaled range with the checkpoint's values (so a carbon-only structure gets the checkpoint's energy and
@@ -221,8 +227,7 @@ def test_init_covalent_starts_a_covalent_scaled_model_from_a_plain_checkpoint(ru
     a, b = predict(old, carbon.numbers, carbon.positions), predict(model, carbon.numbers, carbon.positions)
     assert b.energy == pytest.approx(a.energy, abs=1e-4)
     np.testing.assert_allclose(b.forces, a.forces, atol=1e-4)
-    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
-                                      [0.63, -0.63, -0.63]])  # fmt: skip
+    methane = _methane()
     a, b = predict(old, methane.numbers, methane.positions), predict(model, methane.numbers, methane.positions)
     assert abs(b.energy - a.energy) > 1e-3  # C-H reads 1.42 r: the option acts where radii differ
     before = model.radial_bias.coefficients.detach().clone()
@@ -268,8 +273,7 @@ def test_init_covalent_with_learned_radii_starts_exactly_at_the_checkpoint(runs,
     started = Trainer(cfg)
     model = started.model.eval()
     torch.testing.assert_close(torch.exp(model.log_radii.detach()), torch.full((4,), 0.76), rtol=1e-6, atol=0)
-    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
-                                      [0.63, -0.63, -0.63]])  # fmt: skip
+    methane = _methane()
     a, b = predict(old, methane.numbers, methane.positions), predict(model, methane.numbers, methane.positions)
     assert b.energy == pytest.approx(a.energy, abs=1e-4)
     np.testing.assert_allclose(b.forces, a.forces, atol=1e-4)

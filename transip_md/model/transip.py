@@ -359,10 +359,11 @@ class TransIP(nn.Module):
             # local mode: token 0 is the centre; r / (R_a + R_b) x REFERENCE_RADIUS_SUM, Å for a C-C pair
             log_radii = self.log_radii
             if log_radii is not None:
-                radius = torch.exp(log_radii)[tok].to(pos.dtype) / self.reference_radius_sum
+                element_radii = torch.exp(log_radii)  # learned (config.learned_radii)
             else:
-                radius = self.repulsion.covalent_radii[self.elements[tok]].to(pos.dtype) / self.reference_radius_sum
-            token_dist = token_dist / (radius[:, :1] + radius)  # radius (S, L): R / REFERENCE_RADIUS_SUM
+                element_radii = self.repulsion.covalent_radii[self.elements]
+            radius = element_radii[tok].to(pos.dtype) / self.reference_radius_sum  # (S, L)
+            token_dist = token_dist / (radius[:, :1] + radius)
             dist = dist / (radius.unsqueeze(1) + radius.unsqueeze(2))
         if self.use_token_radial:
             h = h + self.token_radial(token_dist)

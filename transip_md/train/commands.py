@@ -281,7 +281,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "--init-covalent",
         action="store_true",
         help="with --init-from: a plain-radial checkpoint starts a model with model.covalent_scaled_radial=true "
-        "(weights copied, radial splines refit; exact for C-C pairs only)",
+        "(weights copied, radial splines extended; exact for C-C pairs only, or for every pair with "
+        "model.learned_radii=true)",
     )
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files / bad frames and count them")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")

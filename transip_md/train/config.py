@@ -124,7 +124,7 @@ class TrainConfig:
     #: appended as identity maps, so the run starts at the checkpoint's energies (train/grow.py).
     init_grow: bool = False
     #: With init_from: start a covalent-scaled model (model.covalent_scaled_radial) from a plain-radial checkpoint;
-    #: every weight is copied and the radial splines are refit (train/covalent_start.py).
+    #: every weight is copied and the radial splines are extended (train/covalent_start.py).
     init_covalent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
