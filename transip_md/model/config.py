@@ -45,6 +45,9 @@ class TransIPConfig:
     #: positive through an exponential), starting at ASE's covalent radii (or, from a plain checkpoint with
     #: ``--init-covalent``, at 0.76 Å for every element, which reads every pair at r: the checkpoint exactly).
     learned_radii: bool = False
+    #: Share the total charge and spin over the atoms with learned local weights, w_i / sum_j w_j
+    #: (model/spread.py), instead of evenly (1 / N). Local mode, charge/spin conditioning on.
+    learned_charge_spread: bool = False
     envelope_power: int = 4
     use_charge_spin: bool = True
     #: ZBL-screened nuclear repulsion prior (model/priors.py), switched off at this many times the sum of the
@@ -68,6 +71,8 @@ class TransIPConfig:
             raise ValueError("covalent_scaled_radial needs a local model (a finite cutoff)")
         if self.learned_radii and not self.covalent_scaled_radial:
             raise ValueError("learned_radii needs covalent_scaled_radial (the radii it learns are that scaling's)")
+        if self.learned_charge_spread and (self.cutoff is None or not self.use_charge_spin):
+            raise ValueError("learned_charge_spread needs a local model (a finite cutoff) and use_charge_spin")
         if self.repulsion_range < 0:
             raise ValueError(f"repulsion_range must be >= 0 (x covalent-radius sum), got {self.repulsion_range}")
         if self.cutoff is not None and self.repulsion_reach > self.cutoff:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .config import TransIPConfig
 from .layers import Rotary3D, SplineRadialBias, TransformerBlock, log_envelope, pair_distances, safe_norm
 from .priors import NuclearRepulsion, StateEnergy
+from .spread import ChargeSpread
 
 #: Charge/spin conditioning features are (N_REF / N) (Q, M - 1) for a structure of N atoms.
 N_REF = 10.0
@@ -106,6 +107,13 @@ class TransIP(nn.Module):
         self.token_radial = SplineRadialBias(
             *_stretched_spline(max(int(config.n_token_radial), 4), token_range, stretch), config.d_model
         )
+        # Learned charge/spin spread (config.learned_charge_spread, model/spread.py): absent otherwise, so models
+        # without it keep their parameter names.
+        self.learned_spread = bool(config.learned_charge_spread)
+        if self.learned_spread:
+            self.spread = ChargeSpread(n_el, self.cutoff)
+        else:
+            self.spread = None
         self.blocks = nn.ModuleList(
             [
                 TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.value_rotary)
@@ -305,7 +313,8 @@ class TransIP(nn.Module):
         feature_parts: list[Tensor] = []
         force_parts: list[Tensor] = []
         order: list[Tensor] = []
-        for centres, tok, pos, logw, cond_g in self._local_groups(elem, edge_index, edge_vec, cond[batch], n_atoms):
+        cond_c = self._centre_conditioning(cond, elem, edge_index, edge_vec, charge, spin, batch, n_atoms, None, None)
+        for centres, tok, pos, logw, cond_g in self._local_groups(elem, edge_index, edge_vec, cond_c, n_atoms):
             h = self._encode(tok, pos, logw, cond_g, False)  # (S, L, d)
             feature_parts.append(h[:, 0])
             force_parts.append((force_head(h) * pos).sum(1))  # head (S, L, 1) times r (S, L, 3), over tokens
@@ -388,6 +397,84 @@ class TransIP(nn.Module):
             x = torch.zeros_like(x)
         return self.condition(x)
 
+    def _centre_conditioning(
+        self,
+        cond: Tensor,
+        elem: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int,
+        natoms: Optional[Tensor],  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor],  # noqa: UP045 - TorchScript
+    ) -> Tensor:
+        """Conditioning of each centre (n_centers, d): its structure's (even spread) or, with a learned spread,
+        condition(N_REF (w_i / W) (Q, M - 1)) with W = ``spread_total`` or, when None, summed over the centres."""
+        centre_batch = batch[:n_centers]
+        spread = self.spread
+        if spread is None:
+            return cond[centre_batch]
+        w = spread(elem, edge_index, edge_vec, n_centers)
+        if spread_total is None:
+            if natoms is not None:
+                counted = torch.bincount(centre_batch, minlength=charge.shape[0]).to(torch.float64)
+                if bool((counted != natoms.to(torch.float64)).any()):
+                    raise RuntimeError(
+                        "transip: a learned-charge-spread model given only part of a structure's atoms as centres "
+                        "needs spread_total, the structure's sum of spread weights (docs/model.md)"
+                    )
+            total = torch.zeros(charge.shape[0], dtype=torch.float64, device=w.device)
+            total = total.index_add(0, centre_batch, w.to(torch.float64))
+        else:
+            total = spread_total.to(torch.float64)
+        fraction = (w.to(torch.float64) / total[centre_batch]).to(w.dtype)
+        x = torch.stack([charge.to(w.dtype), spin.to(w.dtype) - 1.0], dim=-1)[centre_batch]
+        return self.condition(x * (self.n_ref * fraction).unsqueeze(-1))
+
+    @torch.jit.export
+    def charge_spread_sums(
+        self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int, n_centers: int = -1
+    ) -> Tensor:
+        """Sum of the spread weights (n_struct,) float64 over the first n_centers atoms of each structure (for
+        an engine that splits structures: sum the pieces' sums, pass the total as ``spread_total``). A model
+        without a learned spread returns the centre counts (its weights are 1)."""
+        if n_centers < 0:
+            n_centers = species.shape[0]
+        spread = self.spread
+        centre_batch = batch[:n_centers]
+        out = torch.zeros(n_struct, dtype=torch.float64, device=edge_vec.device)
+        if spread is None:
+            return out.index_add(0, centre_batch, torch.ones(n_centers, dtype=torch.float64, device=out.device))
+        w = spread(self._element_index(species), edge_index, edge_vec, n_centers)
+        return out.index_add(0, centre_batch, w.to(torch.float64))
+
+    @torch.jit.export
+    def charge_spread_sum_gradient(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        batch: Tensor,
+        weight_grad: Tensor,
+        n_centers: int = -1,
+    ) -> Tensor:
+        """d/d(edge_vec) (E, 3) in eV/Å of sum_b weight_grad[b] W_b, W_b this call's sum of the spread weights
+        of structure b and weight_grad[b] = dE/dW_b in eV (summed over every piece of the structure): the part of
+        the force that flows through W. Zeros for a model without a learned spread."""
+        if n_centers < 0:
+            n_centers = species.shape[0]
+        if self.spread is None:
+            return torch.zeros_like(edge_vec)
+        vec = edge_vec.detach().requires_grad_(True)
+        sums = self.charge_spread_sums(species, edge_index, vec, batch, weight_grad.shape[0], n_centers)
+        grads = torch.autograd.grad([(sums * weight_grad.to(torch.float64)).sum()], [vec], allow_unused=True)
+        g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
+        if g is None:
+            g = torch.zeros_like(vec)
+        return g
+
     def _natoms(self, batch: Tensor, n_centers: int, n_struct: int, natoms: Optional[Tensor]) -> Tensor:  # noqa: UP045
         """Total atoms per structure (B,) float64: as given, or counted from the first n_centers atoms."""
         if natoms is None:
@@ -432,6 +519,7 @@ class TransIP(nn.Module):
         batch: Tensor,
         n_centers: int = -1,
         natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> Tensor:
         """Final per-atom embeddings (n_centers, d_model) in the model dtype."""
         n_atoms = species.shape[0]
@@ -439,7 +527,10 @@ class TransIP(nn.Module):
             n_centers = n_atoms
         edge_vec, elem, cond = self._inputs(species, edge_vec, charge, spin, batch, n_centers, natoms)
         if self.is_local:
-            return self._local_features(elem, edge_index, edge_vec, cond[batch[:n_centers]], n_centers)
+            cond_c = self._centre_conditioning(
+                cond, elem, edge_index, edge_vec, charge, spin, batch, n_centers, natoms, spread_total
+            )
+            return self._local_features(elem, edge_index, edge_vec, cond_c, n_centers)
         if n_centers != n_atoms:
             raise RuntimeError("transip: a global-mode model computes every atom (n_centers must be -1 or N)")
         tok, pos, logw, local = self._global_sequences(elem, edge_index, edge_vec, batch, charge.shape[0])
@@ -465,9 +556,13 @@ class TransIP(nn.Module):
         batch: Tensor,
         n_centers: int = -1,
         natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> Tensor:
-        """Per-atom energies (eV, float64) of the first n_centers atoms (-1: all)."""
-        features = self.atom_features(species, edge_index, edge_vec, charge, spin, batch, n_centers, natoms)
+        """Per-atom energies (eV, float64) of the first n_centers atoms (-1: all). ``spread_total`` (B,): see
+        :meth:`charge_spread_sums` (learned-spread models given part of a structure only)."""
+        features = self.atom_features(
+            species, edge_index, edge_vec, charge, spin, batch, n_centers, natoms, spread_total
+        )
         learned = self.energies_from_features(features, species[: features.shape[0]])
         return learned + self.prior_energies(
             species, edge_index, edge_vec, charge, spin, batch, features.shape[0], natoms
@@ -499,7 +594,56 @@ class TransIP(nn.Module):
             n_centers = n_atoms
         totals = self._natoms(batch, n_centers, charge.shape[0], natoms)
         if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
-            return self._energies_and_edge_grad(species, edge_index, edge_vec, charge, spin, batch, n_centers, totals)
+            e, g, _ = self._energies_and_edge_grad(
+                species, edge_index, edge_vec, charge, spin, batch, n_centers, totals, None
+            )
+            return e, g
+        spread_total: Optional[Tensor] = None  # noqa: UP045 - TorchScript
+        if self.spread is not None:
+            # W over every centre first (the chunks share it); the checks in _centre_conditioning need all atoms
+            spread_total = self.charge_spread_sums(species, edge_index, edge_vec, batch, charge.shape[0], n_centers)
+            if natoms is not None:
+                counted = torch.bincount(batch[:n_centers], minlength=charge.shape[0]).to(torch.float64)
+                if bool((counted != totals).any()):
+                    raise RuntimeError(
+                        "transip: a learned-charge-spread model given only part of a structure's atoms as centres "
+                        "needs energy_gradients_given_spread with the structure's total spread weight"
+                    )
+        energies, grad, weight_grad = self.energy_gradients_given_spread(
+            species, edge_index, edge_vec, charge, spin, batch, n_centers, chunk_size, natoms, spread_total
+        )
+        if spread_total is not None:
+            grad = grad + self.charge_spread_sum_gradient(species, edge_index, edge_vec, batch, weight_grad, n_centers)
+        return energies, grad
+
+    @torch.jit.export
+    def energy_gradients_given_spread(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+        chunk_size: int = 0,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Like :meth:`energy_and_gradient` with the structures' spread-weight sums W (B,) held fixed at
+        ``spread_total`` (None: even spread models only). Returns per-atom energies (n_centers,) eV, dE/d(edge_vec)
+        at fixed W (E, 3) eV/Å and dE/dW (B,) eV of these centres' energies; the engine sums dE/dW over the pieces
+        of each structure and adds :meth:`charge_spread_sum_gradient` of that sum (docs/model.md)."""
+        n_atoms = species.shape[0]
+        if n_centers < 0:
+            n_centers = n_atoms
+        totals = self._natoms(batch, n_centers, charge.shape[0], natoms)
+        if self.spread is not None and spread_total is None:
+            raise RuntimeError("transip: energy_gradients_given_spread needs spread_total for a learned-spread model")
+        if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
+            return self._energies_and_edge_grad(
+                species, edge_index, edge_vec, charge, spin, batch, n_centers, totals, spread_total
+            )
         src = edge_index[0]
         dst = edge_index[1]
         self._check_local_sources(src, n_centers)
@@ -511,6 +655,7 @@ class TransIP(nn.Module):
         bounds = torch.searchsorted(edge_rank[order], starts)
         energies = torch.zeros(n_centers, dtype=torch.float64, device=edge_vec.device)
         grad = torch.zeros_like(edge_vec)
+        weight_grad = torch.zeros(charge.shape[0], dtype=torch.float64, device=edge_vec.device)
         n_chunks = (n_centers + chunk_size - 1) // chunk_size
         for c in range(n_chunks):
             start = c * chunk_size
@@ -522,12 +667,13 @@ class TransIP(nn.Module):
             sub_index = torch.stack([edge_rank[sel] - start, dst[sel] + width])
             sub_species = torch.cat([species[centres], species])
             sub_batch = torch.cat([batch[centres], batch])
-            e, g = self._energies_and_edge_grad(
-                sub_species, sub_index, edge_vec[sel], charge, spin, sub_batch, width, totals
+            e, g, gw = self._energies_and_edge_grad(
+                sub_species, sub_index, edge_vec[sel], charge, spin, sub_batch, width, totals, spread_total
             )
             energies[centres] = e
             grad[sel] = g
-        return energies, grad
+            weight_grad = weight_grad + gw
+        return energies, grad, weight_grad
 
     def _energies_and_edge_grad(
         self,
@@ -539,12 +685,23 @@ class TransIP(nn.Module):
         batch: Tensor,
         n_centers: int,
         natoms: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """One pass of ``forward`` and autograd: per-atom energies (eV, detached) and dE/d(edge_vec) (eV/Å)."""
+        spread_total: Optional[Tensor],  # noqa: UP045 - TorchScript
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One pass of ``forward`` and autograd: per-atom energies (eV, detached), dE/d(edge_vec) (eV/Å) and
+        dE/d(spread_total) (B,) in eV (zeros when ``spread_total`` is None: W, if learned, is then inside)."""
         vec = edge_vec.detach().requires_grad_(True)
-        energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms)
-        grads = torch.autograd.grad([energies.sum()], [vec], allow_unused=True)
+        weight_grad = torch.zeros(charge.shape[0], dtype=torch.float64, device=edge_vec.device)
+        if spread_total is None:
+            energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms, None)
+            grads = torch.autograd.grad([energies.sum()], [vec], allow_unused=True)
+        else:
+            total = spread_total.detach().to(torch.float64).requires_grad_(True)
+            energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms, total)
+            grads = torch.autograd.grad([energies.sum()], [vec, total], allow_unused=True)
+            gw: Optional[Tensor] = grads[1]  # noqa: UP045 - TorchScript
+            if gw is not None:
+                weight_grad = gw
         g: Optional[Tensor] = grads[0]  # noqa: UP045 - TorchScript
         if g is None:
             g = torch.zeros_like(vec)
-        return energies.detach(), g
+        return energies.detach(), g, weight_grad

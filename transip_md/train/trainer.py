@@ -321,6 +321,10 @@ class Trainer:
                     path, ck["epoch"], ck["step"],
                 )  # fmt: skip
             return
+        old_config = TransIPConfig.from_dict(dict(old_config)).to_dict()  # keys added since: their defaults
+        if diff_keys(old_config, new_config) == ["learned_charge_spread"] and new_config["learned_charge_spread"]:
+            self._init_with_new_spread(path, ck)
+            return
         if old_config != new_config:
             diff = _model_config_diff(old_config, new_config)
             hint = ""
@@ -333,6 +337,19 @@ class Trainer:
         self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict())
         if self.info.main:
             logger.info("initial weights: EMA weights of %s (epoch %s, step %s)", path, ck["epoch"], ck["step"])
+
+    def _init_with_new_spread(self, path: str, ck: dict[str, Any]) -> None:
+        """Fine-tuning start with a learned charge/spin spread added: every other weight from ``path``'s EMA
+        model; the new spread's last layer is zero, so the model starts at the checkpoint's energies exactly."""
+        missing, unexpected = self.model.load_state_dict(ckpt_mod.model_from_checkpoint(ck).state_dict(), strict=False)
+        stray = [k for k in missing if not k.startswith("spread.")] + list(unexpected)
+        if stray:
+            raise CheckpointError(f"{path}: cannot add a learned charge spread to this checkpoint ({stray})")
+        if self.info.main:
+            logger.info(
+                "initial weights: EMA weights of %s (epoch %s, step %s), learned charge/spin spread added (starts "
+                "even)", path, ck["epoch"], ck["step"],
+            )  # fmt: skip
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
