@@ -55,6 +55,16 @@ def model(work) -> Path:
 
 
 @pytest.fixture(scope="module")
+def spread_model(work) -> Path:
+    """A model with a random (uneven) learned charge/spin spread (model-file format 3)."""
+    cfg = TransIPConfig(cutoff=4.0, d_model=32, n_heads=2, n_layers=2, dtype="float64", learned_charge_spread=True)
+    return export(
+        random_model(cfg, seed=5, reference_energies={1: -13.6, 6: -1030.0, 7: -1485.0, 8: -2040.0}),
+        work / "spread64.pt",
+    )
+
+
+@pytest.fixture(scope="module")
 def global_model(work) -> Path:
     return export(random_model(TransIPConfig(cutoff=None, d_model=24, n_heads=2), seed=1), work / "global.pt")
 
@@ -85,13 +95,20 @@ def reference(box, model, plugin):
     return ase, plug
 
 
-def test_adapter_on_lammps_pair_lists_matches_plugin(box, model, plugin):
-    """Feed the adapter the full neighbour list LAMMPS built for pair_style transip (wheel)."""
+@pytest.mark.parametrize("kind", ["even", "learned_spread"])
+def test_adapter_on_lammps_pair_lists_matches_plugin(box, model, spread_model, plugin, kind):
+    """Feed the adapter the full neighbour list LAMMPS built for pair_style transip (wheel); the learned-spread
+    model as a charged doublet (one rank: the adapter's centres are the whole system, so its W is exact)."""
     atoms, data = box
+    if kind == "learned_spread":
+        model, charge = spread_model, (1 if int(atoms.numbers.sum()) % 2 == 0 else 0)
+        state, mult = f"charge {charge} spin 2", 2
+    else:
+        state, charge, mult = "", 0, 1
     lammps = preload_and_import_lammps()
     lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
     try:
-        pair = [f"plugin load {plugin}", f"pair_style transip {model}", "pair_coeff * * H C N O"]
+        pair = [f"plugin load {plugin}", f"pair_style transip {model} {state}".strip(), "pair_coeff * * H C N O"]
         for line in setup_lines(data, "metal", pair) + ["run 0"]:
             lmp.command(line)
         nlocal = lmp.extract_global("nlocal")
@@ -113,7 +130,7 @@ def test_adapter_on_lammps_pair_lists_matches_plugin(box, model, plugin):
     rij = x[pj] - x[pi]
     keep = np.linalg.norm(rij, axis=1) < 4.0  # ML-IAP lists only pairs inside the cutoff
     pi, pj, rij = pi[keep], pj[keep], np.ascontiguousarray(rij[keep])
-    adapter = load_mliap(export_mliap(model, box[1].parent / "m-mliap.pt"))
+    adapter = load_mliap(export_mliap(model, box[1].parent / f"m-mliap-{kind}.pt", charge=charge, multiplicity=mult))
     elems = types - 1  # element index of each atom (types are H C N O = the model's element order)
     assert [TYPE_ELEMENTS[k] for k in range(4)] == adapter.element_types[:4]  # the model's elements first
     eatoms, fij = adapter.evaluate(elems, pi, pj, rij, nlocal)

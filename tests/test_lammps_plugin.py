@@ -360,3 +360,28 @@ def test_format_version_range_comes_from_the_contract(plugin, model64, box, work
     out = proc.stdout + proc.stderr
     assert proc.returncode > 0 and message in out
     assert out.count(message) == 1, out[-2000:]
+
+
+@pytest.fixture(scope="module")
+def spread_model64(work) -> Path:
+    """A float64 model with a random (uneven) learned charge/spin spread: model-file format 3."""
+    cfg = TransIPConfig(cutoff=CUTOFF, d_model=32, n_heads=2, n_layers=2, dtype="float64", learned_charge_spread=True)
+    model = random_model(cfg, seed=3, reference_energies={1: -13.6, 6: -1030.0, 7: -1485.0, 8: -2040.0})
+    return export(model, work / "spread64.pt")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_learned_spread_is_exact_on_one_and_two_ranks(plugin, spread_model64, box, work, ranks):
+    """A learned spread needs the weight sum W of the whole structure and dE/dW summed over the ranks (two
+    MPI_Allreduce per step): a charged doublet on 1 and 2 ranks equals ASE, forces and virial included."""
+    atoms, data = box
+    charge = 1 if int(atoms.numbers.sum()) % 2 == 0 else 0
+    extra = f"charge {charge} spin 2"
+    lines = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, spread_model64, extra)) + ["run 0"]
+    out = run_mpi(ranks, {"commands": lines}, work, f"spread{ranks}")
+    assert out["nprocs"] == ranks
+    e, ea, f, virial = ase_reference(atoms, spread_model64, charge=charge, spin=2)
+    assert float(out["energy"]) == pytest.approx(e, rel=1e-11)
+    np.testing.assert_allclose(out["eatoms"], ea, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out["forces"], f, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(out["virial"], virial, rtol=1e-7, atol=1e-9)

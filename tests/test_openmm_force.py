@@ -35,6 +35,9 @@ def models(tmp_path_factory):
     paths = {
         "global": export(random_model(TransIPConfig(cutoff=None, **small), seed=1), d / "global.pt"),
         "local": export(random_model(TransIPConfig(cutoff=3.5, **small), seed=2), d / "local.pt"),
+        "spread": export(
+            random_model(TransIPConfig(cutoff=3.5, learned_charge_spread=True, **small), seed=4), d / "spread.pt"
+        ),
         "local32": export(
             random_model(TransIPConfig(cutoff=3.5, **{**small, "dtype": "float32"}), seed=3), d / "local32.pt"
         ),
@@ -139,7 +142,9 @@ def test_small_box_python_backend_sees_all_images_torch_module_refuses(models):
 
 
 # ----------------------------------------------------------------- the 'torch' backend's module, called directly
-def torch_module_eval(path, numbers, pos_a, cell_a, n_particles=None, indices=None, dtype=torch.float64):
+def torch_module_eval(
+    path, numbers, pos_a, cell_a, n_particles=None, indices=None, dtype=torch.float64, charge=0, multiplicity=1
+):
     model = load_compiled(path)
     module = build_torch_module(
         model.module,
@@ -148,8 +153,8 @@ def torch_module_eval(path, numbers, pos_a, cell_a, n_particles=None, indices=No
         indices,
         model.cutoff,
         cell_a is not None,
-        0,
-        1,
+        charge,
+        multiplicity,
         dtype,
     )
     pos = torch.tensor(pos_a * ANGSTROM_TO_NM, dtype=dtype)  # nm, as OpenMM passes them
@@ -177,6 +182,28 @@ def test_torch_module_periodic_matches_ase(models, cell):
     e_ref, f_ref = ase_eval(models["local"], numbers, pos, cell)
     assert abs(e_t - e_ref) < E_TOL_KJ
     np.testing.assert_allclose(f_t, f_ref, atol=F_TOL_KJ_NM, rtol=0)
+
+
+def test_learned_spread_charged_box_matches_ase_in_both_backends(models):
+    """A random uneven learned charge/spin spread, charged doublet, periodic: the PythonForce and the TorchForce
+    module both give ASE's energy and forces (each computes the spread's weight sum over the whole system)."""
+    numbers, pos = random_box_atoms(ORTHO_A, 24, seed=7)
+    charge = 1 if sum(numbers) % 2 == 0 else 0
+    e_ref, f_ref = ase_eval(models["spread"], numbers, pos, ORTHO_A, charge=charge, spin=2)
+    e_even, _ = ase_eval(models["local"], numbers, pos, ORTHO_A, charge=charge, spin=2)
+    system = make_system(numbers, ORTHO_A)
+    system.addForce(
+        TransIPForce(
+            models["spread"], atomic_numbers=numbers, system=system, periodic=True, backend="python", charge=charge,
+            multiplicity=2,
+        )
+    )  # fmt: skip
+    e_p, f_p = openmm_eval(system, pos, "Reference", ORTHO_A)
+    e_t, f_t = torch_module_eval(models["spread"], numbers, pos, ORTHO_A, charge=charge, multiplicity=2)
+    for e, f in [(e_p, f_p), (e_t, f_t)]:
+        assert abs(e - e_ref) < E_TOL_KJ
+        np.testing.assert_allclose(f, f_ref, atol=F_TOL_KJ_NM, rtol=0)
+    assert abs(e_ref - e_even) > 1.0  # another model: the comparison is not of a trivial energy
 
 
 def test_torch_module_subset_and_float32(models):

@@ -282,6 +282,33 @@ def test_init_covalent_with_learned_radii_starts_exactly_at_the_checkpoint(runs,
     assert not torch.equal(before, started.model.log_radii.detach())
 
 
+def test_init_from_with_a_new_learned_spread_starts_exactly_at_the_checkpoint(runs, tmp_path):
+    """--init-from a plain checkpoint into a model with learned_charge_spread: the spread starts even (zero last
+    layer), so the charged and open-shell energies and forces are the checkpoint's; training then moves it."""
+    from transip_md.model import predict
+    from transip_md.train.checkpoint import model_from_checkpoint
+
+    tr, _, _ = runs["augment"]
+    last = tr.out / "last.pt"
+    old = model_from_checkpoint(load_checkpoint(last)).eval()
+    cfg = _cfg("augment", tmp_path / "spread")
+    cfg.init_from = str(last)
+    cfg.model = {**cfg.model, "learned_charge_spread": True}
+    cfg.max_steps = 5
+    started = Trainer(cfg)
+    model = started.model.eval()
+    methane = _methane()
+    methane.positions[0] += 0.1  # unequal C-H bonds: an uneven spread would change the numbers
+    for q, m in [(0, 1), (1, 2), (0, 3)]:
+        a = predict(old, methane.numbers, methane.positions, charge=q, multiplicity=m)
+        b = predict(model, methane.numbers, methane.positions, charge=q, multiplicity=m)
+        assert b.energy == pytest.approx(a.energy, abs=1e-5)
+        np.testing.assert_allclose(b.forces, a.forces, atol=1e-5)
+    before = model.spread.out[2].weight.detach().clone()
+    started.fit()
+    assert not torch.equal(before, started.model.spread.out[2].weight.detach())
+
+
 def test_a_checkpoint_written_before_a_model_key_existed_reads_with_its_default(runs, tmp_path):
     """Checkpoints of older versions lack model keys added since (e.g. covalent_scaled_radial); they read with
     the key's default, the behaviour they were trained with, so --init-from a plain model of the same

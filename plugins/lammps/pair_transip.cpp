@@ -42,7 +42,7 @@ std::string z_to_symbol(long z)
 
 PairTransIP::PairTransIP(LAMMPS *lmp) :
     Pair(lmp), device(torch::kCPU), loaded(false), cutoff(0.0), energy_factor(1.0), charge(0.0),
-    multiplicity(1.0), chunk_size(128), pass_natoms(false)
+    multiplicity(1.0), chunk_size(128), pass_natoms(false), learned_spread(false)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -134,6 +134,11 @@ void PairTransIP::load_model(const std::string &path)
   if (!module.find_method("energy_and_gradient").has_value())
     error->all(FLERR, "pair_style transip: {} is not a transip-md model file (no energy_and_gradient method)", path);
   check_module_agrees(path);
+  learned_spread = module.hasattr("learned_spread") && module.attr("learned_spread").toBool();
+  if (learned_spread)
+    for (const char *name : {"charge_spread_sums", "energy_gradients_given_spread", "charge_spread_sum_gradient"})
+      if (!module.find_method(name).has_value())
+        error->all(FLERR, "pair_style transip: {} has a learned charge spread but no {} method", path, name);
   pass_natoms = false;
   for (const auto &arg : module.get_method("energy_and_gradient").function().getSchema().arguments())
     pass_natoms = pass_natoms || arg.name() == "natoms";
@@ -300,7 +305,15 @@ void PairTransIP::compute(int eflag, int vflag)
   int *ilist = list->ilist;
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
-  if (inum == 0) return;
+  if (inum == 0) {
+    // a learned charge/spin spread sums over every rank (W, then dE/dW): a rank without atoms adds zeros
+    if (learned_spread)
+      for (int pass = 0; pass < 2; ++pass) {
+        double zero = 0.0, total = 0.0;
+        MPI_Allreduce(&zero, &total, 1, MPI_DOUBLE, MPI_SUM, world);
+      }
+    return;
+  }
 
   const double rcsq = cutoff * cutoff;
   // overlapping atoms are refused, as in every engine (transip_md/validation.py: MIN_DISTANCE_A)
@@ -360,9 +373,26 @@ void PairTransIP::compute(int eflag, int vflag)
     // the total atom count of the system (this rank sees only its subdomain): charge/spin conditioning is
     // size-consistent, so it needs N of the whole structure for exact results under domain decomposition
     if (pass_natoms) inputs.push_back(torch::full({1}, (double) atom->natoms, opt_d).to(device));
-    auto out = module.get_method("energy_and_gradient")(inputs).toTuple();
-    energies = out->elements()[0].toTensor();
-    grad = out->elements()[1].toTensor();
+    if (learned_spread) {
+      // the spread's weight sum W over all ranks, then dE/dW summed over all ranks and its force part added
+      // (transip_md/model/contract.py, format 3): exact under any domain decomposition
+      std::vector<torch::jit::IValue> sum_inputs{t_species, t_index, t_vec, t_batch, (int64_t) 1, (int64_t) nlocal};
+      double w_local = module.get_method("charge_spread_sums")(sum_inputs).toTensor().item<double>(), w_total = 0.0;
+      MPI_Allreduce(&w_local, &w_total, 1, MPI_DOUBLE, MPI_SUM, world);
+      inputs.push_back(torch::full({1}, w_total, opt_d).to(device));
+      auto out = module.get_method("energy_gradients_given_spread")(inputs).toTuple();
+      energies = out->elements()[0].toTensor();
+      grad = out->elements()[1].toTensor();
+      double g_local = out->elements()[2].toTensor().item<double>(), g_total = 0.0;
+      MPI_Allreduce(&g_local, &g_total, 1, MPI_DOUBLE, MPI_SUM, world);
+      std::vector<torch::jit::IValue> grad_inputs{t_species, t_index, t_vec, t_batch,
+                                                  torch::full({1}, g_total, opt_d).to(device), (int64_t) nlocal};
+      grad = grad + module.get_method("charge_spread_sum_gradient")(grad_inputs).toTensor();
+    } else {
+      auto out = module.get_method("energy_and_gradient")(inputs).toTuple();
+      energies = out->elements()[0].toTensor();
+      grad = out->elements()[1].toTensor();
+    }
   } catch (const std::exception &e) {
     std::string msg = e.what();
     auto pos = msg.find("transip:");

@@ -54,6 +54,7 @@ class PairTransIP : public Pair {
   double charge, multiplicity;
   int chunk_size;    // local atoms per model call (energy_and_gradient); 0: all at once
   bool pass_natoms;  // the model's energy_and_gradient takes the trailing natoms argument (format version 2)
+  bool learned_spread;  // learned charge/spin spread (format version 3): two sums over all MPI ranks per step
 };
 
 }    // namespace LAMMPS_NS

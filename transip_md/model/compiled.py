@@ -28,7 +28,8 @@ def build_metadata(model: TransIP, provenance: dict[str, Any] | None = None) -> 
     prov.update(provenance or {})
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        # format 3 only where it is needed, so engines built for format 2 keep running every other model
+        "format_version": FORMAT_VERSION if cfg.learned_charge_spread else 2,
         "elements": list(cfg.elements),
         "cutoff": cfg.cutoff,
         "n_layers": cfg.n_layers,
@@ -191,6 +192,10 @@ def random_model(config: TransIPConfig, seed: int = 0, reference_energies: dict[
     """A TransIP with random weights (smoke tests, benchmarks); reference energies in eV optional."""
     torch.manual_seed(seed)
     model = TransIP(config)
+    if model.spread is not None:  # a random, uneven spread (a new one starts even: its last layer is zero)
+        with torch.no_grad():
+            model.spread.out[2].weight.normal_(0.0, 1.0)
+            model.spread.out[2].bias.normal_(0.0, 0.5)
     if reference_energies:
         refs = np.array([reference_energies.get(z, 0.0) for z in config.elements], dtype=np.float64)
         model.reference_energies.copy_(torch.from_numpy(refs))

@@ -25,6 +25,20 @@ The TorchScript methods engines call (all lengths Å, energies eV, float64 out):
 ``natoms`` (B,) float64 is the total number of atoms of each structure; None counts batch[:n_centers], which is
 right in every engine that passes no ghost atoms. An engine with ghosts or domain decomposition (LAMMPS) passes
 its global atom count; for the neutral singlet the result does not depend on it.
+
+Format 3 (written only for models with a learned charge/spin spread, module attribute ``learned_spread`` True;
+other models are still written as format 2) adds the methods an engine that splits a structure over processes
+needs, because the spread uses one sum W of per-atom weights over the whole structure (model/spread.py):
+  charge_spread_sums(species, edge_index, edge_vec, batch, n_struct, n_centers=-1) -> W of these centres (B,)
+  energy_gradients_given_spread(species, edge_index, edge_vec, charge, spin, batch, n_centers=-1, chunk_size=0,
+                                natoms=None, spread_total=None) -> (energies, dE/d edge_vec at fixed W, dE/dW (B,))
+  charge_spread_sum_gradient(species, edge_index, edge_vec, batch, weight_grad, n_centers=-1) -> d(sum_b
+                             weight_grad_b W_b)/d edge_vec (E, 3)
+Exact recipe for P pieces: W = sum of the pieces' charge_spread_sums; each piece calls
+energy_gradients_given_spread with spread_total = W; G = sum of the pieces' dE/dW; each piece adds
+charge_spread_sum_gradient(..., G) to its edge gradient. energy_and_gradient does all this itself when every atom
+of each structure is a centre, and refuses (RuntimeError) a learned-spread call whose centres are only part of a
+structure (natoms larger than the centre count).
 """
 
 from __future__ import annotations
@@ -33,7 +47,8 @@ from typing import Any
 
 FORMAT_NAME = "transip-md-model"
 #: 2: nuclear-repulsion prior, size-consistent charge/spin conditioning and the optional ``natoms`` argument.
-FORMAT_VERSION = 2
+#: 3: learned charge/spin spread and the three spread methods above (only models that have the spread).
+FORMAT_VERSION = 3
 #: Oldest format this release runs (files of older versions lack the priors and the natoms argument).
 OLDEST_FORMAT_VERSION = 2
 METADATA_FILE = "transip_metadata.json"

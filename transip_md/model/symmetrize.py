@@ -105,6 +105,12 @@ class SymmetrizedTransIP(nn.Module):
         self.register_buffer("rotations", rotations.to(torch.float64).clone())
         self.n_frames = int(rotations.shape[0])
         # the base's identity, which load_compiled checks against the metadata
+        if bool(getattr(base, "learned_spread", False)):
+            raise ValueError(
+                "symmetrisation of a learned-charge-spread model is not supported (the wrapper lacks the spread "
+                "methods that LAMMPS under MPI needs)"
+            )
+        self.learned_spread = False
         self.cutoff = float(base.cutoff)
         self.is_local = bool(base.is_local)
         self.register_buffer("elements", base.elements.detach().clone())
