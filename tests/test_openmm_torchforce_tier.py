@@ -27,7 +27,17 @@ def test_torchforce_tier_in_second_venv(tmp_path):
     # a model file written by THIS venv's torch (2.13) must load and run under torch 2.12 there
     cfg = TransIPConfig(cutoff=None, d_model=32, n_heads=2, elements=[1, 6, 7, 8], dtype="float64")
     model213 = export(random_model(cfg, seed=5), tmp_path / "torch213.pt")
-    env = dict(os.environ, OMP_NUM_THREADS="1", TRANSIP_TORCH213_MODEL=str(model213), PYTHONDONTWRITEBYTECODE="1")
+    spread_cfg = TransIPConfig(
+        cutoff=3.5, d_model=32, n_heads=2, elements=[1, 6, 7, 8], dtype="float64", learned_charge_spread=True
+    )
+    spread213 = export(random_model(spread_cfg, seed=6), tmp_path / "spread213.pt")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TRANSIP_TORCH213_MODEL=str(model213),
+        TRANSIP_TORCH213_SPREAD_MODEL=str(spread213),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     proc = subprocess.run(
         [
             str(python),

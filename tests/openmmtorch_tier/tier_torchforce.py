@@ -49,9 +49,14 @@ def models(tmp_path_factory):
     out = {
         "global": str(export(random_model(TransIPConfig(cutoff=None, **small), seed=1), d / "g.pt")),
         "local": str(export(random_model(TransIPConfig(cutoff=3.5, **small), seed=2), d / "l.pt")),
+        "spread": str(
+            export(random_model(TransIPConfig(cutoff=3.5, learned_charge_spread=True, **small), seed=3), d / "s.pt")
+        ),
     }
     if os.environ.get("TRANSIP_TORCH213_MODEL"):
         out["torch213"] = os.environ["TRANSIP_TORCH213_MODEL"]
+    if os.environ.get("TRANSIP_TORCH213_SPREAD_MODEL"):
+        out["spread213"] = os.environ["TRANSIP_TORCH213_SPREAD_MODEL"]
     return out
 
 
@@ -92,6 +97,29 @@ def test_triclinic_box_torch_vs_python_vs_ase(models, platform):
         )
         results[backend] = openmm_eval(system, pos, platform, TRICLINIC_A)
     e_ref, f_ref = ase_eval(models["local"], numbers, pos, TRICLINIC_A)
+    for e, f in results.values():
+        assert abs(e - e_ref) < E_TOL
+        np.testing.assert_allclose(f, f_ref, atol=F_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("which", ["spread", "spread213"])
+def test_learned_spread_charged_box_torch_vs_python_vs_ase(models, which):
+    """A learned charge/spin spread (model-file format 3, random uneven weights), charged doublet in a box: the
+    TorchForce computes the spread's weight sum over the whole system inside the module, as the others do."""
+    if which not in models:
+        pytest.fail("TRANSIP_TORCH213_SPREAD_MODEL (a spread model written by torch 2.13) was not given")
+    numbers, pos = random_box_atoms(TRICLINIC_A, 24, seed=5)
+    charge = 1 if sum(numbers) % 2 == 0 else 0
+    results = {}
+    for backend in ("torch", "python"):
+        system = make_system(numbers, TRICLINIC_A)
+        force = TransIPForce(
+            models[which], atomic_numbers=numbers, system=system, periodic=True, backend=backend, charge=charge,
+            multiplicity=2,
+        )  # fmt: skip
+        system.addForce(force)
+        results[backend] = openmm_eval(system, pos, "Reference", TRICLINIC_A)
+    e_ref, f_ref = ase_eval(models[which], numbers, pos, TRICLINIC_A, charge=charge, spin=2)
     for e, f in results.values():
         assert abs(e - e_ref) < E_TOL
         np.testing.assert_allclose(f, f_ref, atol=F_TOL, rtol=0)
