@@ -108,6 +108,12 @@ def test_two_pieces_with_the_contract_recipe_equal_the_whole(tmp_path):
     with pytest.raises((RuntimeError, torch.jit.Error), match="spread_total"):
         c, sel, sp, idx, vec, b = graphs[0]
         model.energy_and_gradient(sp, idx, vec, q, s, b, len(c), 0, natoms)
+    # the neutral singlet has nothing to spread: a piece alone is exact and accepted
+    c, sel, sp, idx, vec, b = graphs[0]
+    zero, one = torch.tensor([0.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    e_piece, _ = model.energy_and_gradient(sp, idx, vec, zero, one, b, len(c), 2, natoms)
+    e_whole, _ = model.energy_and_gradient(species, edge_index, edge_vec, zero, one, batch, -1, 0, None)
+    torch.testing.assert_close(e_piece, e_whole[torch.as_tensor(c)], rtol=0, atol=1e-12)
     total = sum(model.charge_spread_sums(sp, idx, vec, b, 1, len(c)) for c, _, sp, idx, vec, b in graphs)
     outs = [
         model.energy_gradients_given_spread(sp, idx, vec, q, s, b, len(c), 2, natoms, total)

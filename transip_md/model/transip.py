@@ -414,8 +414,8 @@ class TransIP(nn.Module):
         condition(N_REF (w_i / W) (Q, M - 1)) with W = ``spread_total`` or, when None, summed over the centres."""
         centre_batch = batch[:n_centers]
         spread = self.spread
-        if spread is None:
-            return cond[centre_batch]
+        if spread is None or (bool((charge == 0).all()) and bool((spin == 1).all())):
+            return cond[centre_batch]  # the neutral singlet's input is zero, however it is spread
         w = spread(elem, edge_index, edge_vec, n_centers)
         if spread_total is None:
             if natoms is not None:
@@ -599,7 +599,8 @@ class TransIP(nn.Module):
             )
             return e, g
         spread_total: Optional[Tensor] = None  # noqa: UP045 - TorchScript
-        if self.spread is not None:
+        neutral_singlet = bool((charge == 0).all()) and bool((spin == 1).all())
+        if self.spread is not None and not neutral_singlet:
             # W over every centre first (the chunks share it); the checks in _centre_conditioning need all atoms
             spread_total = self.charge_spread_sums(species, edge_index, edge_vec, batch, charge.shape[0], n_centers)
             if natoms is not None:
@@ -631,14 +632,16 @@ class TransIP(nn.Module):
         spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Like :meth:`energy_and_gradient` with the structures' spread-weight sums W (B,) held fixed at
-        ``spread_total`` (None: even spread models only). Returns per-atom energies (n_centers,) eV, dE/d(edge_vec)
-        at fixed W (E, 3) eV/Å and dE/dW (B,) eV of these centres' energies; the engine sums dE/dW over the pieces
-        of each structure and adds :meth:`charge_spread_sum_gradient` of that sum (docs/model.md)."""
+        ``spread_total`` (None: even-spread models, or neutral singlets only). Returns per-atom energies
+        (n_centers,) eV, dE/d(edge_vec) at fixed W (E, 3) eV/Å and dE/dW (B,) eV of these centres' energies; the
+        engine sums dE/dW over the pieces of each structure and adds :meth:`charge_spread_sum_gradient` of that
+        sum (docs/model.md)."""
         n_atoms = species.shape[0]
         if n_centers < 0:
             n_centers = n_atoms
         totals = self._natoms(batch, n_centers, charge.shape[0], natoms)
-        if self.spread is not None and spread_total is None:
+        neutral_singlet = bool((charge == 0).all()) and bool((spin == 1).all())
+        if self.spread is not None and spread_total is None and not neutral_singlet:
             raise RuntimeError("transip: energy_gradients_given_spread needs spread_total for a learned-spread model")
         if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
             return self._energies_and_edge_grad(
