@@ -216,6 +216,22 @@ def test_mliap_unified_end_to_end_python(mliap_python, model, box, work, referen
     np.testing.assert_allclose(res["virial"][3:], [full[0, 1], full[0, 2], full[1, 2]], rtol=1e-8, atol=1e-10)
 
 
+def test_mliap_unified_learned_spread_charged_matches_ase(mliap_python, spread_model, box, work):
+    """A learned charge/spin spread model as a charged doublet through pair_style mliap unified (one rank: the
+    adapter's centres are the whole system, so the spread's weight sum is exact) equals ASE."""
+    atoms, data = box
+    charge = 1 if int(atoms.numbers.sum()) % 2 == 0 else 0
+    f = export_mliap(spread_model, work / "spread-mliap.pt", charge=charge, multiplicity=2)
+    lines = setup_lines(data, "metal", [f"pair_style mliap unified {f} 0", "pair_coeff * * H C N O"]) + ["run 0"]
+    res = run_mliap(mliap_python, {"mliap": True, "commands": lines}, work, "spread")
+    a = atoms.copy()
+    a.info.update(charge=charge, spin=2)
+    a.calc = TransIPCalculator(spread_model)
+    assert float(res["energy"]) == pytest.approx(a.get_potential_energy(), rel=1e-12)
+    np.testing.assert_allclose(res["eatoms"], a.get_potential_energies(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(res["forces"], a.get_forces(), rtol=1e-9, atol=1e-10)
+
+
 def test_mliap_unified_lmp_input_route(mliap_python, model, box, work, reference):
     _, data = box
     f = export_mliap(model, work / "model-lmp.pt")
