@@ -279,7 +279,7 @@ def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
 def test_every_example_recipe_reads_and_its_start_checkpoint_fits(recipe_file):
     """Every recipe in examples/train reads and passes the config checks; a fine-tuning recipe's --init-from
     checkpoint is committed and has the recipe's model configuration (or the one --init-grow / --init-covalent
-    accepts), so the recipe can be run as written."""
+    accepts, or the same with a learned charge spread added), so the recipe can be run as written."""
     from transip_md.model import TransIPConfig
     from transip_md.train.checkpoint import load_checkpoint
     from transip_md.train.config import diff_keys
@@ -295,4 +295,6 @@ def test_every_example_recipe_reads_and_its_start_checkpoint_fits(recipe_file):
     allowed = (
         {"n_layers"} if cfg.init_grow else {"covalent_scaled_radial", "learned_radii"} if cfg.init_covalent else set()
     )
+    if wanted["learned_charge_spread"] and not stored.get("learned_charge_spread", False):
+        allowed = allowed | {"learned_charge_spread"}  # a spread is added to a checkpoint (it starts even)
     assert set(diff_keys(stored, wanted)) <= allowed
