@@ -414,17 +414,11 @@ class TransIP(nn.Module):
         condition(N_REF (w_i / W) (Q, M - 1)) with W = ``spread_total`` or, when None, summed over the centres."""
         centre_batch = batch[:n_centers]
         spread = self.spread
-        if spread is None or (bool((charge == 0).all()) and bool((spin == 1).all())):
+        if spread is None or self._neutral_singlets(charge, spin):
             return cond[centre_batch]  # the neutral singlet's input is zero, however it is spread
         w = spread(elem, edge_index, edge_vec, n_centers)
         if spread_total is None:
-            if natoms is not None:
-                counted = torch.bincount(centre_batch, minlength=charge.shape[0]).to(torch.float64)
-                if bool((counted != natoms.to(torch.float64)).any()):
-                    raise RuntimeError(
-                        "transip: a learned-charge-spread model given only part of a structure's atoms as centres "
-                        "needs spread_total, the structure's sum of spread weights (docs/model.md)"
-                    )
+            self._require_whole_structures(centre_batch, charge.shape[0], natoms)
             total = torch.zeros(charge.shape[0], dtype=torch.float64, device=w.device)
             total = total.index_add(0, centre_batch, w.to(torch.float64))
         else:
@@ -432,6 +426,26 @@ class TransIP(nn.Module):
         fraction = (w.to(torch.float64) / total[centre_batch]).to(w.dtype)
         x = torch.stack([charge.to(w.dtype), spin.to(w.dtype) - 1.0], dim=-1)[centre_batch]
         return self.condition(x * (self.n_ref * fraction).unsqueeze(-1))
+
+    def _neutral_singlets(self, charge: Tensor, spin: Tensor) -> bool:
+        """Whether every structure is a neutral singlet (nothing to spread: a zero conditioning input)."""
+        return bool((charge == 0).all()) and bool((spin == 1).all())
+
+    def _require_whole_structures(
+        self,
+        centre_batch: Tensor,
+        n_struct: int,
+        natoms: Optional[Tensor],  # noqa: UP045 - TorchScript
+    ) -> None:
+        """A learned spread summed over the centres needs every atom of each structure among them."""
+        if natoms is None:
+            return
+        counted = torch.bincount(centre_batch, minlength=n_struct).to(torch.float64)
+        if bool((counted != natoms.to(torch.float64)).any()):
+            raise RuntimeError(
+                "transip: a learned-charge-spread model given only part of a structure's atoms as centres needs "
+                "spread_total, the structure's sum of spread weights (energy_gradients_given_spread; docs/model.md)"
+            )
 
     @torch.jit.export
     def charge_spread_sums(
@@ -599,17 +613,10 @@ class TransIP(nn.Module):
             )
             return e, g
         spread_total: Optional[Tensor] = None  # noqa: UP045 - TorchScript
-        neutral_singlet = bool((charge == 0).all()) and bool((spin == 1).all())
-        if self.spread is not None and not neutral_singlet:
-            # W over every centre first (the chunks share it); the checks in _centre_conditioning need all atoms
+        if self.spread is not None and not self._neutral_singlets(charge, spin):
+            # W over every centre first (the chunks share it), which needs every atom of each structure
+            self._require_whole_structures(batch[:n_centers], charge.shape[0], natoms)
             spread_total = self.charge_spread_sums(species, edge_index, edge_vec, batch, charge.shape[0], n_centers)
-            if natoms is not None:
-                counted = torch.bincount(batch[:n_centers], minlength=charge.shape[0]).to(torch.float64)
-                if bool((counted != totals).any()):
-                    raise RuntimeError(
-                        "transip: a learned-charge-spread model given only part of a structure's atoms as centres "
-                        "needs energy_gradients_given_spread with the structure's total spread weight"
-                    )
         energies, grad, weight_grad = self.energy_gradients_given_spread(
             species, edge_index, edge_vec, charge, spin, batch, n_centers, chunk_size, natoms, spread_total
         )
@@ -640,8 +647,7 @@ class TransIP(nn.Module):
         if n_centers < 0:
             n_centers = n_atoms
         totals = self._natoms(batch, n_centers, charge.shape[0], natoms)
-        neutral_singlet = bool((charge == 0).all()) and bool((spin == 1).all())
-        if self.spread is not None and spread_total is None and not neutral_singlet:
+        if self.spread is not None and spread_total is None and not self._neutral_singlets(charge, spin):
             raise RuntimeError("transip: energy_gradients_given_spread needs spread_total for a learned-spread model")
         if not self.is_local or chunk_size <= 0 or n_centers <= chunk_size:
             return self._energies_and_edge_grad(
