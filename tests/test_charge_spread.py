@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ethanol, make_model, water_box
+from test_model_physics import fd_forces
 
 from transip_md.model import TransIPConfig, export, load_compiled, predict
 from transip_md.model.graph import cutoff_pairs, edge_index, edge_vectors
@@ -20,18 +21,6 @@ def _graph(model, atoms):
     edge_vec = edge_vectors(torch.as_tensor(atoms.positions), torch.zeros(3, 3, dtype=torch.float64), topo)
     species = torch.as_tensor(atoms.numbers, dtype=torch.long)
     return species, edge_index(topo), edge_vec, torch.zeros(len(atoms), dtype=torch.long)
-
-
-def _fd_forces(energy, positions: np.ndarray, h: float = 1e-5) -> np.ndarray:
-    """Central finite differences (eV/Å) of ``energy(positions)`` (eV)."""
-    out = np.zeros_like(positions)
-    for i in range(len(positions)):
-        for k in range(3):
-            plus, minus = positions.copy(), positions.copy()
-            plus[i, k] += h
-            minus[i, k] -= h
-            out[i, k] = -(energy(plus) - energy(minus)) / (2 * h)
-    return out
 
 
 def test_a_new_spread_is_the_even_spread_exactly():
@@ -58,10 +47,7 @@ def test_uneven_spread_forces_match_finite_differences(chunk):
     p = predict(model, atoms.numbers, atoms.positions, charge=1, multiplicity=2, chunk_size=chunk)
     e_even = predict(even, atoms.numbers, atoms.positions, charge=1, multiplicity=2).energy
     assert abs(p.energy - e_even) > 1e-3  # the random spread is uneven: it changes the charged energy
-    fd = _fd_forces(
-        lambda pos: predict(model, atoms.numbers, pos, charge=1, multiplicity=2, chunk_size=chunk).energy,
-        atoms.positions,
-    )
+    fd = fd_forces(model, atoms, charge=1, spin=2, chunk_size=chunk)
     np.testing.assert_allclose(p.forces, fd, atol=1e-6)
 
 

@@ -11,8 +11,8 @@ from conftest import ethanol, make_model, water_box
 from transip_md.model import predict
 
 
-def fd_forces(model, atoms: Atoms, charge=0, spin=1, h=1e-5, atoms_idx=None) -> np.ndarray:
-    """Central finite differences of the energy (eV/Å)."""
+def fd_forces(model, atoms: Atoms, charge=0, spin=1, h=1e-5, atoms_idx=None, **predict_kw) -> np.ndarray:
+    """Central finite differences of the energy (eV/Å); ``predict_kw`` go to ``predict`` (e.g. chunk_size)."""
     out = np.zeros((len(atoms), 3))
     idx = range(len(atoms)) if atoms_idx is None else atoms_idx
     for i in idx:
@@ -21,7 +21,7 @@ def fd_forces(model, atoms: Atoms, charge=0, spin=1, h=1e-5, atoms_idx=None) -> 
             for sign in (1, -1):
                 pos = atoms.positions.copy()
                 pos[i, k] += sign * h
-                e.append(predict(model, atoms.numbers, pos, atoms.cell, atoms.pbc, charge, spin).energy)
+                e.append(predict(model, atoms.numbers, pos, atoms.cell, atoms.pbc, charge, spin, **predict_kw).energy)
             out[i, k] = -(e[0] - e[1]) / (2 * h)
     return out
 

@@ -440,7 +440,7 @@ class TransIP(nn.Module):
         """A learned spread summed over the centres needs every atom of each structure among them."""
         if natoms is None:
             return
-        counted = torch.bincount(centre_batch, minlength=n_struct).to(torch.float64)
+        counted = self._natoms(centre_batch, centre_batch.shape[0], n_struct, None)
         if bool((counted != natoms.to(torch.float64)).any()):
             raise RuntimeError(
                 "transip: a learned-charge-spread model given only part of a structure's atoms as centres needs "
@@ -699,14 +699,15 @@ class TransIP(nn.Module):
         """One pass of ``forward`` and autograd: per-atom energies (eV, detached), dE/d(edge_vec) (eV/Å) and
         dE/d(spread_total) (B,) in eV (zeros when ``spread_total`` is None: W, if learned, is then inside)."""
         vec = edge_vec.detach().requires_grad_(True)
-        weight_grad = torch.zeros(charge.shape[0], dtype=torch.float64, device=edge_vec.device)
-        if spread_total is None:
-            energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms, None)
-            grads = torch.autograd.grad([energies.sum()], [vec], allow_unused=True)
-        else:
+        inputs = [vec]
+        total: Optional[Tensor] = None  # noqa: UP045 - TorchScript
+        if spread_total is not None:
             total = spread_total.detach().to(torch.float64).requires_grad_(True)
-            energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms, total)
-            grads = torch.autograd.grad([energies.sum()], [vec, total], allow_unused=True)
+            inputs.append(total)
+        energies = self.forward(species, edge_index, vec, charge, spin, batch, n_centers, natoms, total)
+        grads = torch.autograd.grad([energies.sum()], inputs, allow_unused=True)
+        weight_grad = torch.zeros(charge.shape[0], dtype=torch.float64, device=edge_vec.device)
+        if len(grads) > 1:
             gw: Optional[Tensor] = grads[1]  # noqa: UP045 - TorchScript
             if gw is not None:
                 weight_grad = gw

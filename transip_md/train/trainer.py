@@ -321,7 +321,6 @@ class Trainer:
                     path, ck["epoch"], ck["step"],
                 )  # fmt: skip
             return
-        old_config = TransIPConfig.from_dict(dict(old_config)).to_dict()  # keys added since: their defaults
         if diff_keys(old_config, new_config) == ["learned_charge_spread"] and new_config["learned_charge_spread"]:
             self._init_with_new_spread(path, ck)
             return
