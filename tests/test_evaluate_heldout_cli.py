@@ -112,3 +112,72 @@ def test_evaluate_heldout_vertical_matches_the_calculator(small_set, capsys):
     for name, errors in gaps.items():
         assert result["vertical"][name]["geometries"] == len(errors)
         np.testing.assert_allclose(result["vertical"][name]["mae_eV"], np.abs(errors).mean(), rtol=1e-4, atol=1e-5)
+
+
+def _write_parts(path, a: dict[str, np.ndarray], chosen: list[tuple[int, dict[str, np.ndarray]]], heldout: list[bool]):
+    ks = [k for k, _ in chosen]
+    write_compact(
+        path,
+        [str(a["mol_id"][k]) for k in ks],
+        [str(a["mol_smiles"][k]) for k in ks],
+        [str(a["mol_source"][k]) for k in ks],
+        heldout,
+        [p for _, p in chosen],
+        [str(s) for s in a["sampler_names"]],
+        {"note": "cut from the shipped set by tests/test_evaluate_heldout_cli.py"},
+    )
+
+
+def test_evaluate_validation_side_is_the_trainers_split(tmp_path, capsys):
+    """``--validation CONFIG`` evaluates exactly the molecules the trainer's split puts on the validation side:
+    the same numbers as evaluating a file holding only those molecules, and never a held-out one."""
+    from transip_md.train.data import read_frames
+    from transip_md.train.heldout import partition
+
+    a = load_compact(default_dataset_path())
+    chosen: list[tuple[int, dict[str, np.ndarray]]] = []
+    for want_heldout, count in ((True, 1), (False, 5)):
+        for k in np.flatnonzero(a["mol_heldout"] == want_heldout):
+            part = _molecule_part(a, int(k), max_geometries=1)
+            if part is not None and len(part["numbers"]) <= 16:
+                chosen.append((int(k), part))
+            if sum(bool(a["mol_heldout"][j]) == want_heldout for j, _ in chosen) == count:
+                break
+    flags = [bool(a["mol_heldout"][k]) for k, _ in chosen]
+    data = tmp_path / "five.npz"
+    _write_parts(data, a, chosen, flags)
+    model = default_model_path()
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data: [{data}]\nval_fraction: 0.3\nsplit_seed: 3\nmodel:\n  elements: [1, 6, 7, 8, 9, 15, 16, 17, 35]\n"
+    )
+
+    frames, _ = read_frames(data)
+    val_ids = partition(frames, 0.3, 3)[1]
+    val_mols = {frames[i].mol_id for i in val_ids}
+    heldout_mol = str(a["mol_id"][chosen[0][0]])
+    assert val_mols and heldout_mol not in val_mols and len(val_mols) < 5
+
+    assert main(["evaluate", str(model), "--validation", str(config), "--vertical", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    only_val = tmp_path / "validation_only.npz"
+    _write_parts(only_val, a, [c for c in chosen if str(a["mol_id"][c[0]]) in val_mols], [False] * len(val_mols))
+    assert main(["evaluate", str(model), str(only_val), "--vertical", "--json"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+
+    assert result["side"] == "validation" and result["frames"] == len(val_ids) == direct["frames"]
+    for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A"):
+        np.testing.assert_allclose(result["overall"][key], direct["overall"][key], rtol=1e-6)
+    assert result["vertical"].keys() == direct["vertical"].keys() and result["vertical"]
+    for name in result["vertical"]:
+        np.testing.assert_allclose(result["vertical"][name]["mae_eV"], direct["vertical"][name]["mae_eV"], rtol=1e-6)
+
+
+def test_evaluate_validation_refuses_data_as_well(small_set, tmp_path):
+    path, _ = small_set
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: [{path}]\nval_fraction: 0.5\n")
+    with pytest.raises(ValueError, match="not both"):
+        from transip_md.train.evaluate import evaluate_model
+
+        evaluate_model(default_model_path(), [path], validation_of=config)

@@ -488,6 +488,12 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         help="also vertical ionisation energy, electron affinity and singlet-triplet gap (geometries labelled in "
         "all four states)",
     )
+    p.add_argument(
+        "--validation",
+        metavar="CONFIG",
+        help="instead of data: the whole validation side of the training run this config (YAML/TOML, or the run's "
+        "config.json) describes, split as the trainer splits it (for choosing between runs without the held-out set)",
+    )
     p.add_argument("--max-atoms", type=int, default=512, help="atoms per evaluation batch")
     p.add_argument("--symmetry-structures", type=int, default=8, help="structures for the symmetry error")
     p.add_argument("--symmetry-rotations", type=int, default=8, help="random rotations per structure")
@@ -508,6 +514,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         heldout_only=args.heldout,
         vertical=args.vertical,
+        validation_of=args.validation,
     )
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..model import load_compiled
-from .data import TopologyCache, heldout_split, read_frames
+from .config import ConfigError, TrainConfig, read_config_file
+from .data import Frame, ReadReport, TopologyCache, heldout_split, read_frames
+from .heldout import partition
 from .metrics import (
     error_sums,
     metrics_from_sums,
@@ -30,21 +32,31 @@ def evaluate_model(
     skip_bad: bool = False,
     heldout_only: bool = False,
     vertical: bool = False,
+    validation_of: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Errors of a model file on ``data`` (default: the shipped set); ``heldout_only``: its held-out molecules."""
+    """Errors of a model file on ``data`` (default: the shipped set); ``heldout_only``: its held-out molecules;
+    ``validation_of`` (a training config or a run's config.json): that run's whole validation side instead."""
     from ..data import default_dataset_path
 
     model = load_compiled(model_path)
-    frames, report = read_frames(data or default_dataset_path(), elements=model.elements, skip_bad=skip_bad)
-    ids = heldout_split(frames)[1] if heldout_only else list(range(len(frames)))
+    if validation_of is not None:
+        if data or heldout_only:
+            raise ValueError("give either a training config (its validation side) or data / --heldout, not both")
+        frames, ids, report = validation_side(validation_of, skip_bad=skip_bad)
+        source: Any = validation_of
+    else:
+        frames, report = read_frames(data or default_dataset_path(), elements=model.elements, skip_bad=skip_bad)
+        ids = heldout_split(frames)[1] if heldout_only else list(range(len(frames)))
+        source = data or default_dataset_path()
     if not ids:
-        raise ValueError(f"{data or default_dataset_path()}: no frames to evaluate (no held-out molecules flagged?)")
+        raise ValueError(f"{source}: no frames to evaluate (no held-out molecules flagged, or no validation side?)")
     preds = predict_frames(model.module, frames, ids, TopologyCache(frames, model.cutoff), max_atoms)
     # Symmetry on structures spread over the set.
     step = max(1, len(ids) // max(1, symmetry_structures))
     sym_ids = ids[::step][:symmetry_structures]
     result = {
         "model": str(model_path),
+        "side": "validation" if validation_of is not None else "held-out" if heldout_only else "all",
         "frames": len(ids),
         "skipped_frames": report.skipped_frames,
         "skipped_files": report.skipped_files,
@@ -59,6 +71,21 @@ def evaluate_model(
     return result
 
 
+def validation_side(config: str | os.PathLike, skip_bad: bool = False) -> tuple[list[Frame], list[int], ReadReport]:
+    """Frames and indices of a training run's whole validation side, split exactly as the trainer splits it (its
+    ``val_data``, or its data's non-held-out molecules split by ``val_fraction`` and ``split_seed``); the trainer's
+    per-epoch numbers use an evenly spread subset of it (``max_val_frames``)."""
+    cfg = TrainConfig.from_dict(read_config_file(config))
+    if not cfg.data:
+        raise ConfigError(f"{config}: the config names no training data")
+    elements = cfg.model.get("elements")
+    frames, report = read_frames(cfg.data, elements=elements, skip_bad=skip_bad)
+    if cfg.val_data:
+        val_frames, _ = read_frames(cfg.val_data, elements=elements, skip_bad=skip_bad)
+        return frames + val_frames, list(range(len(frames), len(frames) + len(val_frames))), report
+    return frames, partition(frames, cfg.val_fraction, cfg.split_seed)[1], report
+
+
 def format_table(result: dict[str, Any]) -> str:
     cols = [
         ("frames", "frames", "d"),
@@ -68,7 +95,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("force_mae_meV_per_A", "F MAE meV/Å", ".1f"),
         ("force_rmse_meV_per_A", "F RMSE meV/Å", ".1f"),
     ]
-    lines = [f"model {result['model']}: {result['frames']} frames (skipped {result['skipped_frames']})"]
+    lines = [
+        f"model {result['model']}: {result['frames']} frames ({result.get('side', 'all')}, skipped "
+        f"{result['skipped_frames']})"
+    ]
     header = f"{'state (q/mult)':<15}" + "".join(f"{title:>14}" for _, title, _ in cols)
     lines += [header, "-" * len(header)]
     rows = [("all", result["overall"])] + list(result["per_state"].items())
