@@ -69,10 +69,13 @@ def test_chunked_equals_whole_and_neutral_singlet_ignores_the_spread():
     assert a.energy == pytest.approx(b.energy, abs=1e-12)  # (Q, M - 1) = 0: no input for the spread to share
 
 
-def test_two_pieces_with_the_contract_recipe_equal_the_whole(tmp_path):
+@pytest.mark.parametrize("symmetrised", [False, True])
+def test_two_pieces_with_the_contract_recipe_equal_the_whole(tmp_path, symmetrised):
     """Split a charged molecule's centres in two (as two MPI ranks would), sum W, call
-    energy_gradients_given_spread, sum dE/dW, add charge_spread_sum_gradient: the whole structure's numbers."""
-    model = load_compiled(export(make_model(4.0, learned_charge_spread=True), tmp_path / "s.pt")).module
+    energy_gradients_given_spread, sum dE/dW, add charge_spread_sum_gradient: the whole structure's numbers
+    (also for the inference-time symmetrised file, whose wrapper carries the same methods)."""
+    compiled = load_compiled(export(make_model(4.0, learned_charge_spread=True), tmp_path / "s.pt"))
+    model = symmetrize(compiled, "tetrahedral", seed=1).module if symmetrised else compiled.module
     atoms = ethanol()
     species, edge_index, edge_vec, batch = _graph(model, atoms)
     q, s = torch.tensor([1.0], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)
@@ -116,12 +119,31 @@ def test_two_pieces_with_the_contract_recipe_equal_the_whole(tmp_path):
     torch.testing.assert_close(grad, g_all, rtol=0, atol=1e-11)
 
 
-def test_format_version_three_only_for_spread_models_and_no_symmetrised_spread(tmp_path):
+def test_format_version_three_only_for_spread_models(tmp_path):
     plain = load_compiled(export(make_model(4.0), tmp_path / "p.pt"))
     spread = load_compiled(export(make_model(4.0, learned_charge_spread=True), tmp_path / "s.pt"))
     assert plain.metadata["format_version"] == 2 and spread.metadata["format_version"] == 3
     assert bool(spread.module.learned_spread) and not bool(plain.module.learned_spread)
-    with pytest.raises(ValueError, match="learned-charge-spread"):
-        symmetrize(spread)
     with pytest.raises(ValueError, match="local model"):
         TransIPConfig(cutoff=None, learned_charge_spread=True)
+
+
+def test_symmetrised_spread_model_is_the_frame_average_with_fd_forces(tmp_path):
+    """A symmetrised learned-spread file: energy = mean of the base's energies over the rotated frames, forces
+    = -dE/dx by finite differences, the spread methods kept (format 3), and the file round-trips."""
+    from transip_md.model.symmetrize import export_symmetrized, frame_rotations
+
+    base = load_compiled(export(make_model(4.0, learned_charge_spread=True), tmp_path / "s.pt"))
+    path = export_symmetrized(base, tmp_path / "sym.pt", "tetrahedral", seed=4)
+    sym = load_compiled(path)
+    assert bool(sym.module.learned_spread) and sym.metadata["format_version"] == 3
+    atoms = ethanol()
+    centre = atoms.positions.mean(axis=0)
+    energies = []
+    for rot in frame_rotations("tetrahedral", 4).numpy():
+        rotated = (atoms.positions - centre) @ rot.T
+        energies.append(predict(base, atoms.numbers, rotated, charge=1, multiplicity=2).energy)
+    p = predict(sym, atoms.numbers, atoms.positions, charge=1, multiplicity=2, chunk_size=3)
+    assert p.energy == pytest.approx(float(np.mean(energies)), abs=1e-9)
+    assert np.std(energies) > 1e-4  # the frames differ: the average is not one frame's energy by accident
+    np.testing.assert_allclose(p.forces, fd_forces(sym, atoms, charge=1, spin=2, chunk_size=3), atol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from transip_md.ase import TransIPCalculator
-from transip_md.model import TransIPConfig, export, random_model
+from transip_md.model import TransIPConfig, export, load_compiled, random_model
 from transip_md.testing.lammps import (
     TYPE_ELEMENTS,
     molecule_box,
@@ -370,17 +370,23 @@ def spread_model64(work) -> Path:
     return export(model, work / "spread64.pt")
 
 
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_learned_spread_is_exact_on_one_and_two_ranks(plugin, spread_model64, box, work, ranks):
+@pytest.mark.parametrize(("ranks", "symmetrised"), [(1, False), (2, False), (2, True)])
+def test_learned_spread_is_exact_on_one_and_two_ranks(plugin, spread_model64, box, work, ranks, symmetrised):
     """A learned spread needs the weight sum W of the whole structure and dE/dW summed over the ranks (two
-    MPI_Allreduce per step): a charged doublet on 1 and 2 ranks equals ASE, forces and virial included."""
+    MPI_Allreduce per step): a charged doublet on 1 and 2 ranks equals ASE, forces and virial included; also
+    for the inference-time symmetrised file of the same model."""
     atoms, data = box
+    model = spread_model64
+    if symmetrised:
+        from transip_md.model.symmetrize import export_symmetrized
+
+        model = export_symmetrized(load_compiled(spread_model64), work / "spread64_sym.pt", "tetrahedral", seed=2)
     charge = 1 if int(atoms.numbers.sum()) % 2 == 0 else 0
     extra = f"charge {charge} spin 2"
-    lines = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, spread_model64, extra)) + ["run 0"]
-    out = run_mpi(ranks, {"commands": lines}, work, f"spread{ranks}")
+    lines = ["processors * 1 1"] + setup_lines(data, "metal", pair_lines(plugin, model, extra)) + ["run 0"]
+    out = run_mpi(ranks, {"commands": lines}, work, f"spread{ranks}{'sym' if symmetrised else ''}")
     assert out["nprocs"] == ranks
-    e, ea, f, virial = ase_reference(atoms, spread_model64, charge=charge, spin=2)
+    e, ea, f, virial = ase_reference(atoms, model, charge=charge, spin=2)
     assert float(out["energy"]) == pytest.approx(e, rel=1e-11)
     np.testing.assert_allclose(out["eatoms"], ea, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(out["forces"], f, rtol=1e-9, atol=1e-10)

@@ -105,12 +105,13 @@ class SymmetrizedTransIP(nn.Module):
         self.register_buffer("rotations", rotations.to(torch.float64).clone())
         self.n_frames = int(rotations.shape[0])
         # the base's identity, which load_compiled checks against the metadata
-        if bool(getattr(base, "learned_spread", False)):
+        spread = bool(getattr(base, "learned_spread", False))
+        if spread != isinstance(self, SymmetrizedSpreadTransIP):
             raise ValueError(
-                "symmetrisation of a learned-charge-spread model is not supported (the wrapper lacks the spread "
-                "methods that LAMMPS under MPI needs)"
+                f"{type(self).__name__} does not fit a base with learned_spread={spread}; symmetrize() picks the "
+                "wrapper that does"
             )
-        self.learned_spread = False
+        self.learned_spread = spread
         self.cutoff = float(base.cutoff)
         self.is_local = bool(base.is_local)
         self.register_buffer("elements", base.elements.detach().clone())
@@ -180,6 +181,111 @@ class SymmetrizedTransIP(nn.Module):
         return total / float(self.n_frames)
 
 
+class SymmetrizedSpreadTransIP(SymmetrizedTransIP):
+    """The frame average of a learned-charge-spread base (model-file format 3).
+
+    ``forward`` and ``atom_features`` pass ``spread_total`` on, and the three methods an engine that splits a
+    structure calls (docs/model.md, "Learned charge/spin spread") are here: the spread weights depend on distances
+    only, so a structure's sum W and its gradient are the base's own in any frame, and
+    ``energy_gradients_given_spread`` averages the base's energies, fixed-W gradients (rotated back) and dE/dW.
+    """
+
+    def forward(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+    ) -> Tensor:
+        """Per-atom energies (eV, float64) averaged over the frames; differentiable (forces by autograd)."""
+        total = torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        for k in range(self.n_frames):
+            rot = self.rotations[k].to(edge_vec.dtype)
+            e = self.base.forward(
+                species, edge_index, edge_vec @ rot.T, charge, spin, batch, n_centers, natoms, spread_total
+            )
+            total = e if k == 0 else total + e
+        return total / float(self.n_frames)
+
+    @torch.jit.export
+    def atom_features(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+    ) -> Tensor:
+        """Frame average of the base's final per-atom features (n_centers, d_model)."""
+        total = torch.zeros(0, device=edge_vec.device)
+        for k in range(self.n_frames):
+            rot = self.rotations[k].to(edge_vec.dtype)
+            h = self.base.atom_features(
+                species, edge_index, edge_vec @ rot.T, charge, spin, batch, n_centers, natoms, spread_total
+            )
+            total = h if k == 0 else total + h
+        return total / float(self.n_frames)
+
+    @torch.jit.export
+    def charge_spread_sums(
+        self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor, n_struct: int, n_centers: int = -1
+    ) -> Tensor:
+        """The base's spread-weight sums W (n_struct,) float64 (rotation-invariant: no average needed)."""
+        return self.base.charge_spread_sums(species, edge_index, edge_vec, batch, n_struct, n_centers)
+
+    @torch.jit.export
+    def charge_spread_sum_gradient(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        batch: Tensor,
+        weight_grad: Tensor,
+        n_centers: int = -1,
+    ) -> Tensor:
+        """The base's d(sum_b weight_grad[b] W_b)/d(edge_vec) (E, 3) in eV/Å (W is rotation-invariant)."""
+        return self.base.charge_spread_sum_gradient(species, edge_index, edge_vec, batch, weight_grad, n_centers)
+
+    @torch.jit.export
+    def energy_gradients_given_spread(
+        self,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vec: Tensor,
+        charge: Tensor,
+        spin: Tensor,
+        batch: Tensor,
+        n_centers: int = -1,
+        chunk_size: int = 0,
+        natoms: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+        spread_total: Optional[Tensor] = None,  # noqa: UP045 - TorchScript
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Frame averages of the base's per-atom energies (eV), dE/d(edge_vec) at fixed W (eV/Å, rotated back)
+        and dE/dW (B,) in eV."""
+        energies = torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        grad = torch.zeros_like(edge_vec)
+        weight_grad = torch.zeros(charge.shape[0], dtype=torch.float64, device=edge_vec.device)
+        for k in range(self.n_frames):
+            rot = self.rotations[k].to(edge_vec.dtype)
+            e, g, gw = self.base.energy_gradients_given_spread(
+                species, edge_index, edge_vec @ rot.T, charge, spin, batch, n_centers, chunk_size, natoms, spread_total
+            )
+            energies = e if k == 0 else energies + e
+            grad = grad + g.to(edge_vec.dtype) @ rot
+            weight_grad = weight_grad + gw
+        n = float(self.n_frames)
+        return energies / n, grad / n, weight_grad / n
+
+
 def _base_and_metadata(model: Any) -> tuple[nn.Module, dict[str, Any]]:
     if isinstance(model, CompiledModel):
         if "symmetrize" in model.metadata:
@@ -196,7 +302,8 @@ def symmetrize(model: Any, group: str = "octahedral", seed: int | None = 0) -> C
     """
     base, meta = _base_and_metadata(model)
     rotations = frame_rotations(group, seed)
-    wrapper = SymmetrizedTransIP(base, rotations).eval()
+    wrapper_class = SymmetrizedSpreadTransIP if bool(getattr(base, "learned_spread", False)) else SymmetrizedTransIP
+    wrapper = wrapper_class(base, rotations).eval()
     meta["symmetrize"] = {"group": group, "frames": int(rotations.shape[0]), "seed": seed}
     path = model.path if isinstance(model, CompiledModel) else "<memory>"
     device = model.device if isinstance(model, CompiledModel) else torch.device("cpu")
