@@ -49,30 +49,43 @@ def _molecule_part(a: dict[str, np.ndarray], k: int, max_geometries: int) -> dic
     }
 
 
-@pytest.fixture(scope="module")
-def small_set(tmp_path_factory):
-    a = load_compact(default_dataset_path())
+def _choose(
+    a: dict[str, np.ndarray], held: int, training: int, max_geometries: int, max_atoms: int
+) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """The first ``held`` held-out and ``training`` training molecules (at most ``max_atoms`` atoms) with
+    geometries labelled in all four states: (molecule index, its part), held-out ones first."""
     chosen: list[tuple[int, dict[str, np.ndarray]]] = []
-    for want_heldout, count in ((True, 2), (False, 1)):
+    for want_heldout, count in ((True, held), (False, training)):
         for k in np.flatnonzero(a["mol_heldout"] == want_heldout):
-            part = _molecule_part(a, int(k), max_geometries=2)
-            if part is not None and len(part["numbers"]) <= 20:
+            part = _molecule_part(a, int(k), max_geometries=max_geometries)
+            if part is not None and len(part["numbers"]) <= max_atoms:
                 chosen.append((int(k), part))
             if sum(bool(a["mol_heldout"][j]) == want_heldout for j, _ in chosen) == count:
                 break
-    assert [bool(a["mol_heldout"][k]) for k, _ in chosen] == [True, True, False]
-    path = tmp_path_factory.mktemp("heldout") / "small.npz"
+    return chosen
+
+
+def _write_parts(path, a: dict[str, np.ndarray], chosen: list[tuple[int, dict[str, np.ndarray]]], heldout: list[bool]):
     ks = [k for k, _ in chosen]
     write_compact(
         path,
         [str(a["mol_id"][k]) for k in ks],
         [str(a["mol_smiles"][k]) for k in ks],
         [str(a["mol_source"][k]) for k in ks],
-        [bool(a["mol_heldout"][k]) for k in ks],
+        heldout,
         [p for _, p in chosen],
         [str(s) for s in a["sampler_names"]],
         {"note": "cut from the shipped set by tests/test_evaluate_heldout_cli.py"},
     )
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    a = load_compact(default_dataset_path())
+    chosen = _choose(a, held=2, training=1, max_geometries=2, max_atoms=20)
+    assert [bool(a["mol_heldout"][k]) for k, _ in chosen] == [True, True, False]
+    path = tmp_path_factory.mktemp("heldout") / "small.npz"
+    _write_parts(path, a, chosen, [bool(a["mol_heldout"][k]) for k, _ in chosen])
     return path, [p for k, p in chosen if a["mol_heldout"][k]]
 
 
@@ -114,20 +127,6 @@ def test_evaluate_heldout_vertical_matches_the_calculator(small_set, capsys):
         np.testing.assert_allclose(result["vertical"][name]["mae_eV"], np.abs(errors).mean(), rtol=1e-4, atol=1e-5)
 
 
-def _write_parts(path, a: dict[str, np.ndarray], chosen: list[tuple[int, dict[str, np.ndarray]]], heldout: list[bool]):
-    ks = [k for k, _ in chosen]
-    write_compact(
-        path,
-        [str(a["mol_id"][k]) for k in ks],
-        [str(a["mol_smiles"][k]) for k in ks],
-        [str(a["mol_source"][k]) for k in ks],
-        heldout,
-        [p for _, p in chosen],
-        [str(s) for s in a["sampler_names"]],
-        {"note": "cut from the shipped set by tests/test_evaluate_heldout_cli.py"},
-    )
-
-
 def test_evaluate_validation_side_is_the_trainers_split(tmp_path, capsys):
     """``--validation CONFIG`` evaluates exactly the molecules the trainer's split puts on the validation side:
     the same numbers as evaluating a file holding only those molecules, and never a held-out one."""
@@ -135,14 +134,7 @@ def test_evaluate_validation_side_is_the_trainers_split(tmp_path, capsys):
     from transip_md.train.heldout import partition
 
     a = load_compact(default_dataset_path())
-    chosen: list[tuple[int, dict[str, np.ndarray]]] = []
-    for want_heldout, count in ((True, 1), (False, 5)):
-        for k in np.flatnonzero(a["mol_heldout"] == want_heldout):
-            part = _molecule_part(a, int(k), max_geometries=1)
-            if part is not None and len(part["numbers"]) <= 16:
-                chosen.append((int(k), part))
-            if sum(bool(a["mol_heldout"][j]) == want_heldout for j, _ in chosen) == count:
-                break
+    chosen = _choose(a, held=1, training=5, max_geometries=1, max_atoms=16)
     flags = [bool(a["mol_heldout"][k]) for k, _ in chosen]
     data = tmp_path / "five.npz"
     _write_parts(data, a, chosen, flags)
