@@ -173,3 +173,17 @@ def test_evaluate_validation_refuses_data_as_well(small_set, tmp_path):
         from transip_md.train.evaluate import evaluate_model
 
         evaluate_model(default_model_path(), [path], validation_of=config)
+
+
+def test_evaluate_validation_side_of_a_config_with_its_own_validation_files(small_set, tmp_path):
+    """A config with ``val_data``: its validation side is those files, all of their frames, held-out flag or not."""
+    from transip_md.train.data import read_frames
+    from transip_md.train.evaluate import evaluate_model
+
+    path, _ = small_set
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: [{default_dataset_path()}]\nval_data: [{path}]\n")
+    result = evaluate_model(default_model_path(), validation_of=config, symmetry_structures=0)
+    direct = evaluate_model(default_model_path(), [path], symmetry_structures=0)
+    assert result["frames"] == len(read_frames(path)[0]) == direct["frames"]
+    np.testing.assert_allclose(result["overall"]["force_mae_meV_per_A"], direct["overall"]["force_mae_meV_per_A"])
