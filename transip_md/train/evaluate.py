@@ -10,7 +10,7 @@ from typing import Any
 from ..model import load_compiled
 from .config import ConfigError, TrainConfig, read_config_file
 from .data import Frame, ReadReport, TopologyCache, heldout_split, read_frames
-from .heldout import partition
+from .heldout import training_sides
 from .metrics import (
     error_sums,
     metrics_from_sums,
@@ -78,12 +78,9 @@ def validation_side(config: str | os.PathLike, skip_bad: bool = False) -> tuple[
     cfg = TrainConfig.from_dict(read_config_file(config))
     if not cfg.data:
         raise ConfigError(f"{config}: the config names no training data")
-    elements = cfg.model.get("elements")
-    frames, report = read_frames(cfg.data, elements=elements, skip_bad=skip_bad)
-    if cfg.val_data:
-        val_frames, _ = read_frames(cfg.val_data, elements=elements, skip_bad=skip_bad)
-        return frames + val_frames, list(range(len(frames), len(frames) + len(val_frames))), report
-    return frames, partition(frames, cfg.val_fraction, cfg.split_seed)[1], report
+    cfg.skip_bad = skip_bad
+    frames, _, val_ids, reports = training_sides(cfg)
+    return frames, val_ids, reports[-1]  # the report of the files the validation side came from
 
 
 def format_table(result: dict[str, Any]) -> str:

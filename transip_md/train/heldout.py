@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .data import Frame, heldout_split, read_frames, split
+from .data import Frame, ReadReport, heldout_split, read_frames, split
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def partition(frames: Sequence[Frame], val_fraction: float, seed: int = 0) -> tuple[list[int], list[int], list[int]]:
@@ -30,3 +34,18 @@ def heldout_frames(data: str | os.PathLike | None = None) -> tuple[list[Frame], 
     if not held:
         raise ValueError(f"{data or default_dataset_path()}: the data set flags no held-out molecules")
     return frames, held
+
+
+def training_sides(cfg: TrainConfig) -> tuple[list[Frame], list[int], list[int], list[ReadReport]]:
+    """A training config's frames and its whole (train, validation) sides, before any subsetting: with
+    ``val_data``, its data are the training side and those files the validation side; otherwise the data's
+    non-held-out molecules split by ``val_fraction`` and ``split_seed`` (held-out molecules on neither side).
+    Returns one read report per list of files read (data first)."""
+    elements = cfg.model.get("elements")
+    frames, report = read_frames(cfg.data, elements=elements, skip_bad=cfg.skip_bad)
+    if not cfg.val_data:
+        train_ids, val_ids, _ = partition(frames, cfg.val_fraction, cfg.split_seed)
+        return frames, train_ids, val_ids, [report]
+    val_frames, val_report = read_frames(cfg.val_data, elements=elements, skip_bad=cfg.skip_bad)
+    n = len(frames)
+    return frames + val_frames, list(range(n)), list(range(n, n + len(val_frames))), [report, val_report]

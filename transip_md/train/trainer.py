@@ -58,12 +58,11 @@ from .data import (
     geometry_units,
     group_labels,
     make_batches,
-    read_frames,
     statistics,
 )
 from .direct import DirectForceHead
 from .grow import GrowError, check_growable, grow_into
-from .heldout import partition
+from .heldout import training_sides
 from .losses import ForceLoss, alignment_from_config, draw_rotations, training_loss
 from .metrics import error_sums, metrics_from_sums, predict_frames, symmetry_metrics
 
@@ -195,18 +194,8 @@ class Trainer:
         cfg = self.cfg
         if not cfg.data:
             raise ConfigError("no training data: give --data FILE_OR_FOLDER (extxyz, .db, .aselmdb)")
-        elements = cfg.model.get("elements")
-        frames, report = read_frames(cfg.data, elements=elements, skip_bad=cfg.skip_bad)
-        reports = [report]
-        if cfg.val_data:
-            val_frames, vreport = read_frames(cfg.val_data, elements=elements, skip_bad=cfg.skip_bad)
-            reports.append(vreport)
-            train_ids = list(range(len(frames)))
-            val_ids = list(range(len(frames), len(frames) + len(val_frames)))
-            frames = frames + val_frames
-        else:
-            # held-out molecules (the data set's own flag) are never trained on nor used for validation
-            train_ids, val_ids, _ = partition(frames, cfg.val_fraction, cfg.split_seed)
+        # held-out molecules (the data set's own flag) are never trained on nor used for validation
+        frames, train_ids, val_ids, reports = training_sides(cfg)
         self._report_reads(reports)
         # evenly spread subsets, so they cover many molecules
         if cfg.max_frames is not None:
