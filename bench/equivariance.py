@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 import transip_md.train.checkpoint as ckpt_mod
-import transip_md.train.trainer as trainer_module
+import transip_md.train.heldout as sides_module
 from transip_md.train.config import TrainConfig
 from transip_md.train.metrics import symmetry_metrics
 from transip_md.train.trainer import Trainer
@@ -53,7 +53,7 @@ KINDS = ("global", "local")
 
 
 _READ_CACHE: dict = {}
-_read_frames = trainer_module.read_frames
+_read_frames = sides_module.read_frames
 
 
 def _cached_read_frames(paths, **kwargs):
@@ -65,7 +65,7 @@ def _cached_read_frames(paths, **kwargs):
     return _READ_CACHE[key]
 
 
-trainer_module.read_frames = _cached_read_frames
+sides_module.read_frames = _cached_read_frames  # where the trainer reads its data (heldout.training_sides)
 
 
 def plain_copy(path: str, folder: Path) -> str:
