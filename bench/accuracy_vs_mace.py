@@ -15,6 +15,10 @@ TransIP trains with the project's trainer (`transip-md train --time-budget`, the
 ``--workdir``/SIDE/result.json.gz; the same command started again reuses it (same data, split, budget and that
 side's settings) and trains only what is missing. Needs `pip install mace-torch`.
 
+A finished trainer run can stand in for the TransIP side (``--transip-from-run DIR``, checked against the
+command the bench would run) and an earlier report's MACE side for training MACE again (``--mace-from-report
+JSON``, same data, seed, budget and MACE settings); the report says which side was read back.
+
 Runs of one setting with different ``--seed`` (which also redraws the train/validation split; the held-out
 molecules stay) are summarised, mean and spread, by
 
@@ -115,7 +119,7 @@ def force_loss_flags(job: dict) -> list[str]:
     ]  # fmt: skip
 
 
-def transip_result(run: Path, cmd: list[str], wall: float) -> dict:
+def transip_result(run: Path, cmd: list[str], wall: float | None) -> dict:
     """The TransIP side's result: its exported best-validation model and learning curve (from log.csv)."""
     curve = []
     with open(run / "log.csv") as fh:
@@ -124,6 +128,57 @@ def transip_result(run: Path, cmd: list[str], wall: float) -> dict:
                 {"time_s": float(row["time_s"]), "val_force_mae_meV_per_A": float(row["val_force_mae_meV_per_A"])}
             )
     return {"model": str(run / "model.pt"), "curve": curve, "wall_s": wall, "command": " ".join(cmd)}
+
+
+def command_config(cmd: list[str]) -> dict:
+    """The TrainConfig (as JSON data) that a ``python -m transip_md.cli train ...`` command line makes."""
+    from transip_md.cli import build_parser
+    from transip_md.train.commands import build_train_config
+
+    args = build_parser().parse_args(cmd[cmd.index("transip_md.cli") + 1 :])
+    return json.loads(json.dumps(build_train_config(args).to_dict()))
+
+
+def transip_from_run(job: dict, run_dir: str) -> dict:
+    """Read back a finished ``transip-md train`` run as the TransIP side: its ``config.json`` must be the one
+    this bench's command would have made (its output folder aside), and it must have exported ``model.pt``."""
+    run = Path(run_dir)
+    cmd = transip_command(job)
+    for name in ("config.json", "log.csv", "model.pt"):
+        if not (run / name).exists():
+            raise SystemExit(f"{run}: no {name}; --transip-from-run needs a finished training run")
+    stored = json.loads((run / "config.json").read_text())
+    expected = command_config(cmd)
+    differ = sorted(k for k in set(stored) | set(expected) if k != "output" and stored.get(k) != expected.get(k))
+    if differ:
+        details = "; ".join(f"{k}: run {stored.get(k)!r}, bench {expected.get(k)!r}" for k in differ)
+        raise SystemExit(f"{run}/config.json is not this bench's TransIP command ({details})")
+    return {**transip_result(run, cmd, None), "reused_from": str(run)}
+
+
+#: Report settings a MACE side read back from an earlier report must share with this run (same data and split).
+MACE_REPORT_KEYS = ("data", "seed", "budget_s", "mace_charge_spin", "force_loss", "force_loss_beta", "train_frames",
+                    "val_frames", "held_frames", "held_molecules")  # fmt: skip
+
+
+def mace_from_report(report_path: str, meta: dict) -> tuple[dict, dict]:
+    """MACE's (result, held-out evaluation) taken from an earlier report of this bench with the same data, seed,
+    budget and MACE settings (``meta`` holds this run's values; its raw predictions need not be kept)."""
+    with open(report_path) as fh:
+        report = json.load(fh)
+    old = report["meta"]
+    for key in MACE_REPORT_KEYS:
+        mine, theirs = meta.get(key), old.get(key, RESULT_DEFAULTS.get(key))
+        if key == "data":  # a path of the machine that made it: the file's name (the frame counts are checked too)
+            mine, theirs = Path(mine).name, Path(str(theirs)).name
+        if theirs != mine:
+            raise SystemExit(
+                f"{report_path}: {key} = {old.get(key)!r}, but this run has {meta.get(key)!r}; "
+                "MACE can be read back only from a report of the same data, seed, budget and MACE settings"
+            )
+    where = old.get("reused", {}).get("MACE")
+    origin = str(report_path) + (f" (whose MACE is the stored run in {where})" if where else "")
+    return {"curve": report["curves"]["MACE"], "reused_from": origin}, report["evaluation"]["MACE"]
 
 
 def run_transip(job: dict) -> dict:
@@ -267,7 +322,7 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
         f"{meta['budget_s'] / 60:.0f} min each, 1 thread each"
         + (". " if meta.get("reused") else ", run side by side. ")
         + "".join(
-            f"{name}'s result was not trained by this command: it is the stored run in `{where}` (trained beside "
+            f"{name}'s result was not trained by this command: it is read back from `{where}` (trained beside "
             "another run, possibly on another day, so the two sides here did not share the machine's load). "
             for name, where in meta.get("reused", {}).items()
         )
@@ -277,13 +332,13 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
             else "MACE has no charge/spin input."
         )
         + (
-            f" Force term of both sides: smooth L1 (beta {meta['force_loss_beta']} eV/Å) at "
-            f"{SMOOTH_L1_WEIGHT_SCALE}x the squared-error force weight (TransIP "
-            f"{SMOOTH_L1_WEIGHT_SCALE * MSE_FORCE_WEIGHT['transip']:g}, MACE "
-            f"{SMOOTH_L1_WEIGHT_SCALE * MSE_FORCE_WEIGHT['mace']:g})."
+            f" Force term of both sides: smooth L1 (beta {meta['force_loss_beta']} eV/Å)"
             if meta.get("force_loss") == "smooth_l1"
-            else " Force term of both sides: squared error."
-        ),
+            else " Force term of both sides: squared error"
+        )
+        + f"; force weight MACE {side_force_weight(meta, 'mace'):g}, TransIP "
+        f"{meta.get('transip_force_weight', side_force_weight(meta, 'transip')):g}; energy weight (on (eV/atom)^2) "
+        f"MACE 1, TransIP {meta.get('transip_energy_weight', 1.0):g}.",
         "",
         "| model | state | frames | E MAE meV/atom | F MAE meV/Å |",
         "|---|---|---|---|---|",
@@ -483,6 +538,18 @@ def main(argv: list[str] | None = None) -> int:
         "weight (TransIP 1 -> 0.5, MACE 10 -> 5)",
     )
     p.add_argument("--force-loss-beta", type=float, default=0.05, help="smooth L1 threshold, eV/Å")
+    p.add_argument(
+        "--transip-from-run",
+        metavar="DIR",
+        help="train no TransIP: read back this finished `transip-md train` run, whose config.json must be the one "
+        "this bench's TransIP command makes (output folder aside)",
+    )
+    p.add_argument(
+        "--mace-from-report",
+        metavar="JSON",
+        help="train no MACE: take its held-out evaluation and learning curve from this earlier report of the same "
+        "data, seed, budget and MACE settings (for runs whose MACE predictions were not kept)",
+    )
     p.add_argument("--workdir", default="runs/accuracy_vs_mace")
     p.add_argument("--output", default="bench/results/accuracy_vs_mace")
     p.add_argument(
@@ -508,21 +575,6 @@ def main(argv: list[str] | None = None) -> int:
         "mace_charge_spin": args.mace_charge_spin, "force_loss": args.force_loss,
         "force_loss_beta": args.force_loss_beta,
     }  # fmt: skip
-    with mp.get_context("spawn").Pool(2) as pool:
-        t_res = pool.apply_async(side_result, (job, "transip"))
-        m_res = pool.apply_async(side_result, (job, "mace"))
-        pending = {"TransIP": t_res, "MACE": m_res}
-        while not all(r.ready() for r in pending.values()):
-            for r in pending.values():  # a side that failed (e.g. mace-torch missing) stops the bench at once
-                if r.ready() and not r.successful():
-                    r.get()
-            time.sleep(5.0)
-        results = {name: r.get() for name, r in pending.items()}
-    preds = {
-        "TransIP": transip_predictions(results["TransIP"]["model"], frames, held),
-        "MACE": {int(i): (e, np.asarray(f)) for i, (e, f) in results["MACE"]["preds"].items()},
-    }
-    evals = {name: evaluate(frames, held, pr) for name, pr in preds.items()}
     meta = {
         "command": "python bench/accuracy_vs_mace.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "data": path,
@@ -535,12 +587,41 @@ def main(argv: list[str] | None = None) -> int:
         "mace_charge_spin": args.mace_charge_spin,
         "force_loss": args.force_loss,
         "force_loss_beta": args.force_loss_beta,
-        "transip_command": results["TransIP"]["command"],
-        "transip_model": results["TransIP"]["model"],
-        # sides not trained by this command but read back from a stored result (maybe trained on another day,
-        # beside another run): the report says so, since "side by side" then holds only for the original pair
-        "reused": {name: r["reused_from"] for name, r in results.items() if "reused_from" in r},
     }
+    transip_config = command_config(transip_command(job))
+    meta.update(
+        transip_force_weight=transip_config["force_weight"], transip_energy_weight=transip_config["energy_weight"]
+    )
+    results: dict[str, dict] = {}
+    evals: dict[str, dict] = {}
+    if args.transip_from_run:
+        results["TransIP"] = transip_from_run(job, args.transip_from_run)
+    if args.mace_from_report:
+        results["MACE"], evals["MACE"] = mace_from_report(args.mace_from_report, meta)
+    to_train = [(name, side) for name, side in (("TransIP", "transip"), ("MACE", "mace")) if name not in results]
+    if to_train:
+        with mp.get_context("spawn").Pool(len(to_train)) as pool:
+            pending = {name: pool.apply_async(side_result, (job, side)) for name, side in to_train}
+            while not all(r.ready() for r in pending.values()):
+                for r in pending.values():  # a side that failed (e.g. mace-torch missing) stops the bench at once
+                    if r.ready() and not r.successful():
+                        r.get()
+                time.sleep(5.0)
+            results.update({name: r.get() for name, r in pending.items()})
+    results = {name: results[name] for name in ("TransIP", "MACE")}
+    evals["TransIP"] = evaluate(frames, held, transip_predictions(results["TransIP"]["model"], frames, held))
+    if "MACE" not in evals:
+        preds = {int(i): (e, np.asarray(f)) for i, (e, f) in results["MACE"]["preds"].items()}
+        evals["MACE"] = evaluate(frames, held, preds)
+    evals = {name: evals[name] for name in ("TransIP", "MACE")}
+    meta.update(
+        transip_command=results["TransIP"]["command"],
+        transip_model=results["TransIP"]["model"],
+        # sides not trained by this command but read back from a stored result or report (maybe trained on
+        # another day, beside another run): the report says so, since "side by side" then holds only for the
+        # original pair
+        reused={name: r["reused_from"] for name, r in results.items() if "reused_from" in r},
+    )
     prefix = Path(args.output)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     write_report(meta, evals, results, prefix)

@@ -118,7 +118,7 @@ def test_the_report_says_when_a_side_was_read_back_instead_of_trained(tmp_path, 
     meta["reused"] = {"MACE": "runs/old/mace"}
     bench.write_report(meta, rep["evaluation"], results, tmp_path / "mixed")
     text = (tmp_path / "mixed.md").read_text()
-    assert "MACE's result was not trained by this command: it is the stored run in `runs/old/mace`" in text
+    assert "MACE's result was not trained by this command: it is read back from `runs/old/mace`" in text
     assert "TransIP's result was not" not in text and "side by side" not in text  # the pair did not share a run
 
     # A summary over seeds names the report whose side was read back, and only that one.
@@ -128,3 +128,73 @@ def test_the_report_says_when_a_side_was_read_back_instead_of_trained(tmp_path, 
     (tmp_path / "r2.json").write_text(json.dumps(_report(2, 210.0, 200.0)))
     summary = bench.summarize_reports([str(tmp_path / "r1.json"), str(tmp_path / "r2.json")])
     assert "`r1.json` (seed 1; MACE read back from `runs/old/mace`), `r2.json` (seed 2)." in summary
+
+
+def _job(tmp_path, transip_args: str = "--epochs 1 --force-weight 2.0") -> dict:
+    return {
+        "data": None, "train_frames": None, "val_frames": 5, "seed": 2, "budget_s": 60.0, "workdir": str(tmp_path),
+        "transip_args": transip_args, "data_path": "set.npz", "mace_eval_every_s": 10.0, "mace_charge_spin": True,
+        "force_loss": "smooth_l1", "force_loss_beta": 0.05,
+    }  # fmt: skip
+
+
+def test_a_finished_trainer_run_is_read_back_only_when_it_is_the_benchs_transip_command(tmp_path, load_bench):
+    import json
+
+    import pytest
+
+    bench = load_bench("accuracy_vs_mace")
+    job = _job(tmp_path)
+    config = bench.command_config(bench.transip_command(job))
+    assert config["force_weight"] == 2.0 and config["seed"] == 2 and config["time_budget_s"] == 60.0  # args win
+    run = tmp_path / "elsewhere"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({**config, "output": str(run)}))  # another folder: allowed
+    (run / "log.csv").write_text("epoch,time_s,val_force_mae_meV_per_A\n1,30.5,250.0\n")
+    with pytest.raises(SystemExit, match="no model.pt"):
+        bench.transip_from_run(job, str(run))
+    (run / "model.pt").write_bytes(b"")
+    got = bench.transip_from_run(job, str(run))
+    assert got["reused_from"] == str(run) and got["model"] == str(run / "model.pt")
+    assert got["curve"] == [{"time_s": 30.5, "val_force_mae_meV_per_A": 250.0}] and "--force-weight" in got["command"]
+    with pytest.raises(SystemExit, match=r"force_weight: run 2\.0, bench 0\.5"):  # the bench's default weight
+        bench.transip_from_run(_job(tmp_path, "--epochs 1"), str(run))
+    with pytest.raises(SystemExit, match="seed"):
+        bench.transip_from_run({**job, "seed": 1}, str(run))
+
+
+def test_mace_is_read_back_from_a_report_only_of_the_same_data_seed_budget_and_settings(tmp_path, load_bench):
+    import json
+
+    import pytest
+
+    bench = load_bench("accuracy_vs_mace")
+    report = _report(2, 230.0, 219.0)
+    report["meta"].update(data="/old/machine/set.npz", seed=2, train_frames=10, val_frames=2, reused={"MACE": "r/m"})
+    report["curves"] = {"TransIP": [], "MACE": [{"time_s": 600.0, "val_force_mae_meV_per_A": 300.0}]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(report))
+    meta = {k: report["meta"][k] for k in bench.MACE_REPORT_KEYS}
+    meta["data"] = "/new/clone/set.npz"  # the same file in another checkout
+    result, evaluation = bench.mace_from_report(str(path), meta)
+    assert evaluation == report["evaluation"]["MACE"] and result["curve"] == report["curves"]["MACE"]
+    assert result["reused_from"] == f"{path} (whose MACE is the stored run in r/m)"
+    for key, value in (("seed", 1), ("budget_s", 1200.0), ("mace_charge_spin", False), ("held_frames", 5),
+                       ("data", "/x/other.npz"), ("force_loss", "mse")):  # fmt: skip
+        with pytest.raises(SystemExit, match=f"old.json: {key} = "):
+            bench.mace_from_report(str(path), {**meta, key: value})
+
+
+def test_the_report_states_each_sides_loss_weights(tmp_path, load_bench):
+    bench = load_bench("accuracy_vs_mace")
+    rep = _report(1, 220.0, 200.0)
+    meta = {**rep["meta"], "command": "python bench/accuracy_vs_mace.py", "train_frames": 10, "val_frames": 2,
+            "held_frames": 3, "held_molecules": 1}  # fmt: skip
+    for ev in rep["evaluation"].values():
+        ev["vertical"]["ionisation_energy"].update(geometries=1, mean_predictor_mae_eV=0.5)
+    results = {"TransIP": {"curve": []}, "MACE": {"curve": []}}
+    bench.write_report(meta, rep["evaluation"], results, tmp_path / "default")
+    text = (tmp_path / "default.md").read_text()
+    assert "smooth L1 (beta 0.05 eV/Å); force weight MACE 5, TransIP 0.5; energy weight" in text
+    bench.write_report({**meta, "transip_force_weight": 2.0}, rep["evaluation"], results, tmp_path / "set")
+    assert "force weight MACE 5, TransIP 2;" in (tmp_path / "set.md").read_text()
