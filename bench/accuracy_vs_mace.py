@@ -139,26 +139,27 @@ def command_config(cmd: list[str]) -> dict:
     return json.loads(json.dumps(build_train_config(args).to_dict()))
 
 
-def transip_from_run(job: dict, run_dir: str) -> dict:
-    """Read back a finished ``transip-md train`` run as the TransIP side: its ``config.json`` must be the one
-    this bench's command would have made (its output folder aside), and it must have exported ``model.pt``."""
+def transip_from_run(job: dict, run_dir: str, expected: dict) -> dict:
+    """Read back a finished ``transip-md train`` run as the TransIP side: its ``config.json`` must be
+    ``expected``, the config this bench's command makes (``command_config``), its output folder aside, and it must
+    have exported ``model.pt``."""
     run = Path(run_dir)
-    cmd = transip_command(job)
     for name in ("config.json", "log.csv", "model.pt"):
         if not (run / name).exists():
             raise SystemExit(f"{run}: no {name}; --transip-from-run needs a finished training run")
     stored = json.loads((run / "config.json").read_text())
-    expected = command_config(cmd)
     differ = sorted(k for k in set(stored) | set(expected) if k != "output" and stored.get(k) != expected.get(k))
     if differ:
         details = "; ".join(f"{k}: run {stored.get(k)!r}, bench {expected.get(k)!r}" for k in differ)
         raise SystemExit(f"{run}/config.json is not this bench's TransIP command ({details})")
-    return {**transip_result(run, cmd, None), "reused_from": str(run)}
+    return {**transip_result(run, transip_command(job), None), "reused_from": str(run)}
 
 
-#: Report settings a MACE side read back from an earlier report must share with this run (same data and split).
-MACE_REPORT_KEYS = ("data", "seed", "budget_s", "mace_charge_spin", "force_loss", "force_loss_beta", "train_frames",
-                    "val_frames", "held_frames", "held_molecules")  # fmt: skip
+#: Report settings that must be equal for runs to be summarised together (seeds, and so splits, may differ).
+SUMMARY_KEYS = ("budget_s", "mace_charge_spin", "force_loss", "force_loss_beta", "held_frames", "held_molecules")
+#: Report settings a MACE side read back from an earlier report must share with this run: the same setting, and
+#: the same data, seed and so split.
+MACE_REPORT_KEYS = ("data", "seed", "train_frames", "val_frames", *SUMMARY_KEYS)
 
 
 def mace_from_report(report_path: str, meta: dict) -> tuple[dict, dict]:
@@ -361,10 +362,6 @@ def write_report(meta: dict, evals: dict, results: dict, prefix: Path) -> None:
         lines += ["", "Held-out forces by element:", "", *by_element]
     lines += ["", f"Learning curves: `{prefix.with_suffix('.png').name}`."]
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
-
-#: Report settings that must be equal for runs to be summarised together (seeds, and so splits, may differ).
-SUMMARY_KEYS = ("budget_s", "mace_charge_spin", "force_loss", "force_loss_beta", "held_frames", "held_molecules")
 
 
 def _run_seed(meta: dict) -> int:
@@ -595,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     evals: dict[str, dict] = {}
     if args.transip_from_run:
-        results["TransIP"] = transip_from_run(job, args.transip_from_run)
+        results["TransIP"] = transip_from_run(job, args.transip_from_run, transip_config)
     if args.mace_from_report:
         results["MACE"], evals["MACE"] = mace_from_report(args.mace_from_report, meta)
     to_train = [(name, side) for name, side in (("TransIP", "transip"), ("MACE", "mace")) if name not in results]

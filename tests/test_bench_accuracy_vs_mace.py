@@ -152,15 +152,17 @@ def test_a_finished_trainer_run_is_read_back_only_when_it_is_the_benchs_transip_
     (run / "config.json").write_text(json.dumps({**config, "output": str(run)}))  # another folder: allowed
     (run / "log.csv").write_text("epoch,time_s,val_force_mae_meV_per_A\n1,30.5,250.0\n")
     with pytest.raises(SystemExit, match="no model.pt"):
-        bench.transip_from_run(job, str(run))
+        bench.transip_from_run(job, str(run), config)
     (run / "model.pt").write_bytes(b"")
-    got = bench.transip_from_run(job, str(run))
+    got = bench.transip_from_run(job, str(run), config)
     assert got["reused_from"] == str(run) and got["model"] == str(run / "model.pt")
     assert got["curve"] == [{"time_s": 30.5, "val_force_mae_meV_per_A": 250.0}] and "--force-weight" in got["command"]
+    default = _job(tmp_path, "--epochs 1")
     with pytest.raises(SystemExit, match=r"force_weight: run 2\.0, bench 0\.5"):  # the bench's default weight
-        bench.transip_from_run(_job(tmp_path, "--epochs 1"), str(run))
+        bench.transip_from_run(default, str(run), bench.command_config(bench.transip_command(default)))
+    other_seed = {**job, "seed": 1}
     with pytest.raises(SystemExit, match="seed"):
-        bench.transip_from_run({**job, "seed": 1}, str(run))
+        bench.transip_from_run(other_seed, str(run), bench.command_config(bench.transip_command(other_seed)))
 
 
 def test_mace_is_read_back_from_a_report_only_of_the_same_data_seed_budget_and_settings(tmp_path, load_bench):
