@@ -250,6 +250,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("finetune-stage8-control.yaml", "transip-small-ft7-control"),
         ("finetune-stage8-covalent-learned.yaml", "transip-small-ft7-covalent-learned"),
         ("v2-stage2.yaml", "transip-v2-stage2"),
+        ("v2-stage3.yaml", "transip-v2-stage3"),
     ],
     ids=[
         "stage3",
@@ -261,6 +262,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "stage8-control",
         "stage8-covalent-learned",
         "v2-stage2",
+        "v2-stage3",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
