@@ -251,6 +251,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("finetune-stage8-covalent-learned.yaml", "transip-small-ft7-covalent-learned"),
         ("v2-stage2.yaml", "transip-v2-stage2"),
         ("v2-stage3.yaml", "transip-v2-stage3"),
+        ("v2-stage4.yaml", "transip-v2-stage4"),
     ],
     ids=[
         "stage3",
@@ -263,6 +264,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "stage8-covalent-learned",
         "v2-stage2",
         "v2-stage3",
+        "v2-stage4",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
