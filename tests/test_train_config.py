@@ -252,6 +252,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage2.yaml", "transip-v2-stage2"),
         ("v2-stage3.yaml", "transip-v2-stage3"),
         ("v2-stage4.yaml", "transip-v2-stage4"),
+        ("v2-stage5.yaml", "transip-v2-stage5"),
     ],
     ids=[
         "stage3",
@@ -265,6 +266,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage2",
         "v2-stage3",
         "v2-stage4",
+        "v2-stage5",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
