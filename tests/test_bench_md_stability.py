@@ -44,6 +44,7 @@ def test_sigterm_to_the_parent_stops_its_pool_workers(tmp_path):
         )
     )
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
     try:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(workers) == 2 and all(_alive(pid) for pid in workers)
@@ -56,6 +57,6 @@ def test_sigterm_to_the_parent_stops_its_pool_workers(tmp_path):
         assert not any(_alive(pid) for pid in workers), f"workers {workers} outlived their killed parent"
     finally:
         parent.kill()
-        for pid in workers if "workers" in locals() else []:
+        for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
