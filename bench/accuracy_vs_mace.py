@@ -31,7 +31,6 @@ import argparse
 import csv
 import gzip
 import json
-import multiprocessing as mp
 import shlex
 import subprocess
 import sys
@@ -597,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         results["MACE"], evals["MACE"] = mace_from_report(args.mace_from_report, meta)
     to_train = [(name, side) for name, side in (("TransIP", "transip"), ("MACE", "mace")) if name not in results]
     if to_train:
-        with mp.get_context("spawn").Pool(len(to_train)) as pool:
+        from transip_md.worker_pool import spawn_pool
+
+        with spawn_pool(len(to_train)) as pool:
             pending = {name: pool.apply_async(side_result, (job, side)) for name, side in to_train}
             while not all(r.ready() for r in pending.values()):
                 for r in pending.values():  # a side that failed (e.g. mace-torch missing) stops the bench at once

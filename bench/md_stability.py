@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -286,13 +284,6 @@ def write_report(results: list[dict], meta: dict, prefix: Path) -> None:
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-def exit_on_sigterm() -> None:
-    """Turn SIGTERM (``kill``) into ``SystemExit`` in this process, so a ``with Pool(...)`` block it is waiting in
-    exits normally and terminates its workers. Without it a killed parent dies at once and leaves its spawned MD
-    workers running on the machine's cores."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
 def main(argv: list[str] | None = None) -> int:
     from transip_md.data import default_model_path
 
@@ -317,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transip_md.model import load_compiled
     from transip_md.train.heldout import heldout_frames
+    from transip_md.worker_pool import spawn_pool
 
     elements = list(load_compiled(args.model).elements)
     frames, held = heldout_frames(args.data)
@@ -329,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.model, molecules, t, args.ps, args.timestep_fs, args.record_fs, args.seed, args.threads)
         for t in args.temperatures
     ]
-    exit_on_sigterm()
-    with mp.get_context("spawn").Pool(len(jobs)) as pool:
+    with spawn_pool(len(jobs)) as pool:
         results = pool.map(run_temperature, jobs)
         if args.reference_ps > 0:
             by_id = {m.mol_id: m for m in molecules}

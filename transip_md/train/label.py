@@ -31,6 +31,7 @@ import numpy as np
 from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
+from ..worker_pool import spawn_pool
 from .molecules import DEFAULT_ELEMENTS, Molecule, Selection, select_bond_supplement, select_molecules
 from .sampling import SamplingError, compress_pair, embed, matching_bonds, scale_bond, thermal_md
 
@@ -438,9 +439,7 @@ def run_labelling(
         for _ in map(_worker, todo):
             bar.update()
     else:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with spawn_pool(workers) as pool:
             for _ in pool.imap_unordered(_worker, todo, chunksize=1):
                 bar.update()
     bar.close()

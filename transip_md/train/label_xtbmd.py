@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
+from ..worker_pool import spawn_pool
 
 #: (charge, multiplicity) states: neutral singlet, radical cation, radical anion, triplet.
 DEFAULT_STATES: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (-1, 2), (0, 3))
@@ -270,9 +271,7 @@ def run_labelling(
                 totals[k] = totals.get(k, 0) + v
             bar.update()
     else:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with spawn_pool(workers) as pool:
             for _, stats in pool.imap_unordered(_worker, todo):
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0) + v

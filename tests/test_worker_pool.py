@@ -1,4 +1,4 @@
-"""bench/md_stability.py: a killed run takes its spawned MD workers with it (they would otherwise run on)."""
+"""transip_md.worker_pool: a killed parent takes its spawned workers with it (labelling, MD benches, MACE bench)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from transip_md.worker_pool import spawn_pool
 
 
 def _alive(pid: int) -> bool:
@@ -22,21 +21,18 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigterm_to_the_parent_stops_its_pool_workers(tmp_path):
-    """The parent waits in a spawn Pool as main() does; SIGTERM to it must leave none of its workers running."""
+    """The parent waits in spawn_pool as the labellers and benches do; SIGTERM must leave none of its workers."""
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(
-            f"""
+            """
             import multiprocessing as mp
-            import sys
             import time
 
-            sys.path.insert(0, {str(BENCH)!r})
-            from md_stability import exit_on_sigterm
+            from transip_md.worker_pool import spawn_pool
 
             if __name__ == "__main__":
-                exit_on_sigterm()
-                with mp.get_context("spawn").Pool(2) as pool:
+                with spawn_pool(2) as pool:
                     waiting = pool.map_async(time.sleep, [300, 300])
                     print(" ".join(str(p.pid) for p in mp.active_children()), flush=True)
                     waiting.get()
@@ -60,3 +56,17 @@ def test_sigterm_to_the_parent_stops_its_pool_workers(tmp_path):
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_previous_sigterm_handler_comes_back_after_the_pool():
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with spawn_pool(1) as pool:
+            assert pool.apply(abs, (-3,)) == 3
+            assert signal.getsignal(signal.SIGTERM) is not mine
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
