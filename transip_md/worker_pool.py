@@ -26,7 +26,7 @@ def spawn_pool(processes: int) -> Iterator[Pool]:
     """A ``spawn`` pool of ``processes`` workers; SIGTERM to this process exits with status 143 and terminates them.
 
     The handler is installed only from the main thread (Python allows no other) and the previous handler comes back
-    when the block ends.
+    when the block ends (the default action where the previous one was set outside Python and cannot be restored).
     """
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
@@ -35,4 +35,4 @@ def spawn_pool(processes: int) -> Iterator[Pool]:
             yield pool
     finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
