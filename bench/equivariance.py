@@ -59,7 +59,8 @@ _read_frames = sides_module.read_frames
 def _cached_read_frames(paths, **kwargs):
     """Read each data set once per process (every run of the study uses the same files; the trainer only
     indexes the frame list). Reading the shipped .extxyz.gz through ase.io.iread takes ~40 s each time."""
-    key = (tuple(str(p) for p in paths), repr(sorted(kwargs.items())))
+    listed = [paths] if isinstance(paths, str | os.PathLike) else paths  # read_frames takes one path or several
+    key = (tuple(str(p) for p in listed), repr(sorted(kwargs.items())))
     if key not in _READ_CACHE:
         _READ_CACHE[key] = _read_frames(paths, **kwargs)
     return _READ_CACHE[key]
