@@ -43,6 +43,77 @@ def openmm_seed(seed: int) -> int:
     return seed if seed != 0 else OPENMM_SEED_FOR_ZERO
 
 
+def record_schedule(ps: float, timestep_fs: float, record_fs: float) -> tuple[int, int]:
+    """(MD steps between two records, number of records) for ``ps`` of MD recorded every ``record_fs``."""
+    steps_per_record = max(1, int(round(record_fs / timestep_fs)))
+    return steps_per_record, int(round(ps * 1000.0 / (steps_per_record * timestep_fs)))
+
+
+def openmm_langevin(
+    model: str,
+    numbers: np.ndarray,
+    positions_nm: np.ndarray,
+    temperature: float,
+    timestep_fs: float,
+    seed: int,
+    tolerance: float = 1.0,
+    max_iterations: int = 200,
+):
+    """An OpenMM Reference context of ``model`` (python backend) with Langevin (1/ps) at ``temperature`` (K):
+    minimised (``tolerance`` kJ/mol/nm, ``max_iterations``), then given velocities. Returns (context, integrator,
+    positions), the last a function giving the current positions in Å."""
+    import openmm
+    from ase.data import atomic_masses
+    from openmm import unit
+
+    from transip_md.openmm import create_transip_force
+    from transip_md.units import NM_TO_ANGSTROM
+
+    system = openmm.System()
+    for z in numbers:
+        system.addParticle(float(atomic_masses[z]))
+    system.addForce(create_transip_force(model, atomic_numbers=numbers.tolist(), backend="python"))
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature * unit.kelvin, 1.0 / unit.picosecond, timestep_fs * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(openmm_seed(seed))
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions_nm)
+    openmm.LocalEnergyMinimizer.minimize(context, tolerance, max_iterations)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
+
+    def positions() -> np.ndarray:
+        pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        return np.asarray(pos) * NM_TO_ANGSTROM
+
+    return context, integrator, positions
+
+
+def gfn2_langevin(
+    numbers: np.ndarray,
+    positions_A: np.ndarray,
+    temperature: float,
+    timestep_fs: float,
+    seed: int,
+    fmax: float = 0.05,
+    max_steps: int = 200,
+):
+    """GFN2-xTB (tblite through ASE, neutral singlet): BFGS-relaxed to ``fmax`` eV/Å, Maxwell-Boltzmann velocities,
+    and a Langevin integrator with md_stability's friction (1/ps). Returns (atoms, dynamics)."""
+    from ase import Atoms, units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.optimize import BFGS
+    from tblite.ase import TBLite
+
+    atoms = Atoms(numbers=numbers, positions=positions_A)
+    atoms.calc = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
+    BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_steps)
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    return atoms, Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, rng=rng)
+
+
 @dataclass
 class Molecule:
     mol_id: str
@@ -147,43 +218,22 @@ class BreakWatch:
 def run_temperature(args: tuple) -> dict:
     """NVT of every molecule at one temperature; returns per-molecule first-break times (ps) and timing."""
     model, molecules, temperature, ps, timestep_fs, record_fs, seed, threads = args
-    import openmm
     import torch
-    from ase.data import atomic_masses
-    from openmm import unit
 
-    from transip_md.openmm import create_transip_force
-    from transip_md.units import ANGSTROM_TO_NM, NM_TO_ANGSTROM
+    from transip_md.units import ANGSTROM_TO_NM
 
     torch.set_num_threads(threads)
-    system = openmm.System()
     numbers = np.concatenate([m.numbers for m in molecules])
     slices, start, positions = [], 0, []
     for k, m in enumerate(molecules):
-        for z in m.numbers:
-            system.addParticle(float(atomic_masses[z]))
         centred = (m.positions - m.positions.mean(0)) * ANGSTROM_TO_NM + np.array([k * SPACING_NM, 0.0, 0.0])
         positions.append(centred)
         slices.append(slice(start, start + len(m.numbers)))
         start += len(m.numbers)
-    system.addForce(create_transip_force(model, atomic_numbers=numbers.tolist(), backend="python"))
-    integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, 1.0 / unit.picosecond, timestep_fs * unit.femtosecond
-    )
-    integrator.setRandomNumberSeed(openmm_seed(seed))
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(np.concatenate(positions))
-    openmm.LocalEnergyMinimizer.minimize(context, 1.0, 200)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
-
-    def current() -> np.ndarray:
-        pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        return np.asarray(pos) * NM_TO_ANGSTROM
-
+    _, integrator, current = openmm_langevin(model, numbers, np.concatenate(positions), temperature, timestep_fs, seed)
     pos0 = current()
     watches = [BreakWatch(m.numbers, pos0[s]) for m, s in zip(molecules, slices, strict=True)]
-    steps_per_record = max(1, int(round(record_fs / timestep_fs)))
-    n_records = int(round(ps * 1000.0 / (steps_per_record * timestep_fs)))
+    steps_per_record, n_records = record_schedule(ps, timestep_fs, record_fs)
     t0 = time.perf_counter()
     for rec in range(1, n_records + 1):
         integrator.step(steps_per_record)
@@ -206,21 +256,9 @@ def run_reference(args: tuple) -> tuple[str, float, dict]:
     from the molecule's start geometry relaxed with GFN2-xTB. Tells a model fault from a criterion that the
     reference itself trips (e.g. two geminal halogens vibrating inside 1.2 x their covalent radii)."""
     molecule, temperature, ps, timestep_fs, record_fs, seed = args
-    from ase import Atoms, units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.optimize import BFGS
-    from tblite.ase import TBLite
-
-    atoms = Atoms(numbers=molecule.numbers, positions=molecule.positions)
-    atoms.calc = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
-    BFGS(atoms, logfile=None).run(fmax=0.05, steps=200)
-    rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, rng=rng)
+    atoms, dyn = gfn2_langevin(molecule.numbers, molecule.positions, temperature, timestep_fs, seed)
     watch = BreakWatch(molecule.numbers, atoms.positions)
-    steps_per_record = max(1, int(round(record_fs / timestep_fs)))
-    n_records = int(round(ps * 1000.0 / (steps_per_record * timestep_fs)))
+    steps_per_record, n_records = record_schedule(ps, timestep_fs, record_fs)
     for rec in range(1, n_records + 1):
         dyn.run(steps_per_record)
         watch.check(atoms.positions, rec * steps_per_record * timestep_fs / 1000.0)

@@ -51,38 +51,21 @@ def closest(positions: np.ndarray, pairs: list[tuple[int, int]]) -> float:
 def run_model(args: tuple) -> dict:
     """One model: minimise, then NVT; the closest watched distance every ``record_fs``."""
     model, numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
-    import openmm
     import torch
-    from ase.data import atomic_masses
-    from md_stability import openmm_seed
-    from openmm import unit
+    from md_stability import openmm_langevin, record_schedule
 
-    from transip_md.openmm import create_transip_force
-    from transip_md.units import ANGSTROM_TO_NM, NM_TO_ANGSTROM
+    from transip_md.units import ANGSTROM_TO_NM
 
     torch.set_num_threads(1)
-    system = openmm.System()
-    for z in numbers:
-        system.addParticle(float(atomic_masses[z]))
-    system.addForce(create_transip_force(model, atomic_numbers=numbers.tolist(), backend="python"))
-    integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, 1.0 / unit.picosecond, timestep_fs * unit.femtosecond
+    centred_nm = (positions - positions.mean(0)) * ANGSTROM_TO_NM
+    _, integrator, current = openmm_langevin(
+        model, numbers, centred_nm, temperature, timestep_fs, seed, tolerance=0.01, max_iterations=2000
     )
-    integrator.setRandomNumberSeed(openmm_seed(seed))
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions((positions - positions.mean(0)) * ANGSTROM_TO_NM)
-    openmm.LocalEnergyMinimizer.minimize(context, 0.01, 2000)
-
-    def current() -> np.ndarray:
-        pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        return np.asarray(pos) * NM_TO_ANGSTROM
-
     relaxed = closest(current(), pairs)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
-    steps = max(1, int(round(record_fs / timestep_fs)))
+    steps, n_records = record_schedule(ps, timestep_fs, record_fs)
     series = []
     t0 = time.perf_counter()
-    for _ in range(int(round(ps * 1000.0 / (steps * timestep_fs)))):
+    for _ in range(n_records):
         integrator.step(steps)
         series.append(closest(current(), pairs))
     return {"engine": model, "seed": seed, "relaxed_A": relaxed, "series_A": series, "wall_s": time.perf_counter() - t0}
@@ -91,23 +74,14 @@ def run_model(args: tuple) -> dict:
 def run_reference(args: tuple) -> dict:
     """GFN2-xTB: BFGS-relaxed, then Langevin NVT (ASE, same friction, time step and seed)."""
     numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
-    from ase import Atoms, units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.optimize import BFGS
-    from tblite.ase import TBLite
+    from md_stability import gfn2_langevin, record_schedule
 
-    atoms = Atoms(numbers=numbers, positions=positions)
-    atoms.calc = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
-    BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
-    relaxed = closest(atoms.positions, pairs)
-    rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, rng=rng)
-    steps = max(1, int(round(record_fs / timestep_fs)))
+    atoms, dyn = gfn2_langevin(numbers, positions, temperature, timestep_fs, seed, fmax=0.01, max_steps=500)
+    relaxed = closest(atoms.positions, pairs)  # velocities were drawn after the relaxation: positions unchanged
+    steps, n_records = record_schedule(ps, timestep_fs, record_fs)
     series = []
     t0 = time.perf_counter()
-    for _ in range(int(round(ps * 1000.0 / (steps * timestep_fs)))):
+    for _ in range(n_records):
         dyn.run(steps)
         series.append(closest(atoms.positions, pairs))
     return {"engine": GFN2, "seed": seed, "relaxed_A": relaxed, "series_A": series, "wall_s": time.perf_counter() - t0}
