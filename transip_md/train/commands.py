@@ -203,6 +203,7 @@ def _run_label_xtbmd(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = {
     "data": "data",
     "val_data": "val_data",
+    "train_only_data": "train_only_data",
     "val_fraction": "val_fraction",
     "output": "output",
     "equivariance": "equivariance",
@@ -299,6 +300,11 @@ def _add_data_flags(p: argparse.ArgumentParser, d: dict) -> None:
         help="extxyz / .db / .aselmdb / .npz files or folders (default: the shipped set and the bond supplement)",
     )
     p.add_argument("--val-data", nargs="+", help="separate validation data (default: split --data by molecule)")
+    p.add_argument(
+        "--train-only-data",
+        nargs="+",
+        help="more training files whose molecules never go to validation (the split of --data stays as it was)",
+    )
     p.add_argument("--val-fraction", type=float, help=_with_default(d, "val_fraction", "held-out molecule fraction"))
     p.add_argument("--output", "-o", help=_with_default(d, "output", "run folder"))
     p.add_argument("--max-frames", type=int, help="use at most this many training frames (default: all)")

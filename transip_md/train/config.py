@@ -51,6 +51,9 @@ class TrainConfig:
     # data
     data: list[str] = field(default_factory=list)
     val_data: list[str] = field(default_factory=list)  # if empty: split ``data`` by molecule
+    # training side only: their non-held-out molecules are all trained on, never validated on, so adding such
+    # files leaves the train/validation split of ``data`` (and so a line of stages' validation side) unchanged
+    train_only_data: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     split_seed: int = 0
     max_frames: int | None = None  # use only the first molecules' frames up to this many (quick runs)
@@ -192,6 +195,8 @@ class TrainConfig:
             self.data = [self.data]
         if isinstance(self.val_data, str):
             self.val_data = [self.val_data]
+        if isinstance(self.train_only_data, str):
+            self.train_only_data = [self.train_only_data]
         self.check_model()
 
     def check_model(self) -> None:

@@ -80,7 +80,7 @@ def validation_side(config: str | os.PathLike, skip_bad: bool = False) -> tuple[
         raise ConfigError(f"{config}: the config names no training data")
     cfg.skip_bad = skip_bad
     frames, _, val_ids, reports = training_sides(cfg)
-    return frames, val_ids, reports[-1]  # the report of the files the validation side came from
+    return frames, val_ids, reports[-1 if cfg.val_data else 0]  # the files the validation side came from
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -38,14 +38,28 @@ def heldout_frames(data: str | os.PathLike | None = None) -> tuple[list[Frame], 
 
 def training_sides(cfg: TrainConfig) -> tuple[list[Frame], list[int], list[int], list[ReadReport]]:
     """A training config's frames and its whole (train, validation) sides, before any subsetting: with
-    ``val_data``, its data are the training side and those files the validation side; otherwise the data's
-    non-held-out molecules split by ``val_fraction`` and ``split_seed`` (held-out molecules on neither side).
-    Returns one read report per list of files read (data first)."""
+    ``val_data``, its data's non-held-out molecules are the training side and those files the validation side;
+    otherwise the data's non-held-out molecules split by ``val_fraction`` and ``split_seed`` (held-out molecules on
+    neither side).
+    The non-held-out molecules of ``train_only_data`` join the training side after that split, so they never
+    change it. Returns one read report per list of files read: data first, then train-only data, then
+    validation data."""
     elements = cfg.model.get("elements")
     frames, report = read_frames(cfg.data, elements=elements, skip_bad=cfg.skip_bad)
+    reports = [report]
     if not cfg.val_data:
         train_ids, val_ids, _ = partition(frames, cfg.val_fraction, cfg.split_seed)
-        return frames, train_ids, val_ids, [report]
-    val_frames, val_report = read_frames(cfg.val_data, elements=elements, skip_bad=cfg.skip_bad)
-    n = len(frames)
-    return frames + val_frames, list(range(n)), list(range(n, n + len(val_frames))), [report, val_report]
+    else:
+        train_ids, val_ids = heldout_split(frames)[0], []  # held-out molecules are never trained on
+    if cfg.train_only_data:
+        extra, extra_report = read_frames(cfg.train_only_data, elements=elements, skip_bad=cfg.skip_bad)
+        rest, _ = heldout_split(extra)
+        train_ids += [len(frames) + i for i in rest]
+        frames = frames + extra
+        reports.append(extra_report)
+    if cfg.val_data:
+        val_frames, val_report = read_frames(cfg.val_data, elements=elements, skip_bad=cfg.skip_bad)
+        val_ids = list(range(len(frames), len(frames) + len(val_frames)))
+        frames = frames + val_frames
+        reports.append(val_report)
+    return frames, train_ids, val_ids, reports
