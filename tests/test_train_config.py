@@ -255,6 +255,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage5.yaml", "transip-v2-stage5"),
         ("v2-stage6.yaml", "transip-v2-stage6"),
         ("v2-stage7.yaml", "transip-v2-stage7"),
+        ("v2-stage8.yaml", "transip-v2-stage8"),
     ],
     ids=[
         "stage3",
@@ -271,6 +272,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage5",
         "v2-stage6",
         "v2-stage7",
+        "v2-stage8",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
