@@ -48,11 +48,27 @@ def closest(positions: np.ndarray, pairs: list[tuple[int, int]]) -> float:
     return float(np.linalg.norm(positions[i] - positions[j], axis=-1).min())
 
 
+def trace(
+    advance, positions, pairs: list[tuple[int, int]], ps: float, timestep_fs: float, record_fs: float
+) -> tuple[list[float], float]:
+    """Run ``ps`` of MD through ``advance(n_steps)``, recording the closest watched distance (Å) of ``positions()``
+    every ``record_fs``; returns (series, wall seconds)."""
+    from md_stability import record_schedule
+
+    steps, n_records = record_schedule(ps, timestep_fs, record_fs)
+    series = []
+    t0 = time.perf_counter()
+    for _ in range(n_records):
+        advance(steps)
+        series.append(closest(positions(), pairs))
+    return series, time.perf_counter() - t0
+
+
 def run_model(args: tuple) -> dict:
     """One model: minimise, then NVT; the closest watched distance every ``record_fs``."""
     model, numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
     import torch
-    from md_stability import openmm_langevin, record_schedule
+    from md_stability import openmm_langevin
 
     from transip_md.units import ANGSTROM_TO_NM
 
@@ -62,29 +78,19 @@ def run_model(args: tuple) -> dict:
         model, numbers, centred_nm, temperature, timestep_fs, seed, tolerance=0.01, max_iterations=2000
     )
     relaxed = closest(current(), pairs)
-    steps, n_records = record_schedule(ps, timestep_fs, record_fs)
-    series = []
-    t0 = time.perf_counter()
-    for _ in range(n_records):
-        integrator.step(steps)
-        series.append(closest(current(), pairs))
-    return {"engine": model, "seed": seed, "relaxed_A": relaxed, "series_A": series, "wall_s": time.perf_counter() - t0}
+    series, wall = trace(integrator.step, current, pairs, ps, timestep_fs, record_fs)
+    return {"engine": model, "seed": seed, "relaxed_A": relaxed, "series_A": series, "wall_s": wall}
 
 
 def run_reference(args: tuple) -> dict:
     """GFN2-xTB: BFGS-relaxed, then Langevin NVT (ASE, same friction, time step and seed)."""
     numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
-    from md_stability import gfn2_langevin, record_schedule
+    from md_stability import gfn2_langevin
 
     atoms, dyn = gfn2_langevin(numbers, positions, temperature, timestep_fs, seed, fmax=0.01, max_steps=500)
     relaxed = closest(atoms.positions, pairs)  # velocities were drawn after the relaxation: positions unchanged
-    steps, n_records = record_schedule(ps, timestep_fs, record_fs)
-    series = []
-    t0 = time.perf_counter()
-    for _ in range(n_records):
-        dyn.run(steps)
-        series.append(closest(atoms.positions, pairs))
-    return {"engine": GFN2, "seed": seed, "relaxed_A": relaxed, "series_A": series, "wall_s": time.perf_counter() - t0}
+    series, wall = trace(dyn.run, lambda: atoms.positions, pairs, ps, timestep_fs, record_fs)
+    return {"engine": GFN2, "seed": seed, "relaxed_A": relaxed, "series_A": series, "wall_s": wall}
 
 
 def summarise(run: dict, limit_A: float, record_fs: float) -> dict:
