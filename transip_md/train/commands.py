@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------- label
 def _register_label(sub: argparse._SubParsersAction) -> None:
-    from .label import LabelConfig
+    from .label import PLANS, LabelConfig
 
     d = LabelConfig()
     p = sub.add_parser(
@@ -54,6 +54,18 @@ def _register_label(sub: argparse._SubParsersAction) -> None:
         help="LO,HI: the stretch range of --target-bonds, x bond length",
     )
     p.add_argument("--target-frames", type=int, default=d.target_frames, help="stretched geometries per molecule")
+    p.add_argument(
+        "--plan",
+        choices=list(PLANS),
+        default=d.plan,
+        help="per-molecule frames: classical (MMFF94/UFF geometries and distortions) or gfn2-dynamics (the GFN2-xTB "
+        "minimum in every state and GFN2-xTB Langevin frames; docs/data.md)",
+    )
+    p.add_argument("--gfn2-md-steps", type=int, default=d.gfn2_md_steps, help="gfn2-dynamics: Langevin steps")
+    p.add_argument("--gfn2-md-every", type=int, default=d.gfn2_md_every, help="gfn2-dynamics: a frame every n steps")
+    p.add_argument("--gfn2-md-timestep", type=float, default=d.gfn2_md_timestep, help="gfn2-dynamics: fs")
+    p.add_argument("--gfn2-t-min", type=float, default=d.gfn2_t_min, help="gfn2-dynamics: K")
+    p.add_argument("--gfn2-t-max", type=float, default=d.gfn2_t_max, help="gfn2-dynamics: K")
     p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction)
     p.add_argument("--elements", default=",".join(d.elements), help="allowed elements, comma-separated")
     p.add_argument("--min-atoms", type=int, default=d.min_atoms)
@@ -136,6 +148,10 @@ def _run_label(args: argparse.Namespace) -> int:
 
     if args.target_frames < 1:
         raise SystemExit(f"--target-frames must be at least 1, got {args.target_frames}")
+    if args.gfn2_md_every < 1 or args.gfn2_md_steps < 0 or args.gfn2_md_timestep <= 0:
+        raise SystemExit("need --gfn2-md-every >= 1, --gfn2-md-steps >= 0 and --gfn2-md-timestep > 0 fs")
+    if not 0 < args.gfn2_t_min <= args.gfn2_t_max:
+        raise SystemExit(f"need 0 K < --gfn2-t-min <= --gfn2-t-max, got {args.gfn2_t_min}, {args.gfn2_t_max}")
     cfg = LabelConfig(
         elements=tuple(s.strip() for s in args.elements.split(",") if s.strip()),
         min_atoms=args.min_atoms,
@@ -157,6 +173,12 @@ def _run_label(args: argparse.Namespace) -> int:
         target_bonds=_target_bonds(args.target_bonds),
         target_stretch=_stretch_range(args.target_stretch),
         target_frames=args.target_frames,
+        plan=args.plan,
+        gfn2_md_steps=args.gfn2_md_steps,
+        gfn2_md_every=args.gfn2_md_every,
+        gfn2_md_timestep=args.gfn2_md_timestep,
+        gfn2_t_min=args.gfn2_t_min,
+        gfn2_t_max=args.gfn2_t_max,
         calculator=args.calculator,
         calculator_kwargs=json.loads(args.calculator_kwargs),
     )

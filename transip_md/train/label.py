@@ -40,7 +40,20 @@ log = logging.getLogger(__name__)
 #: (charge, multiplicity) states: neutral singlet, radical cation, radical anion, triplet.
 DEFAULT_STATES: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (-1, 2), (0, 3))
 #: Sampler names; a frame stores the index into this tuple.
-SAMPLERS = ("thermal", "compress_pair", "compress_bond", "stretch_bond", "relax", "xtb_md", "stretch_target")
+SAMPLERS = (
+    "thermal",
+    "compress_pair",
+    "compress_bond",
+    "stretch_bond",
+    "relax",
+    "xtb_md",
+    "stretch_target",
+    "gfn2_min",
+    "gfn2_md",
+)
+#: Per-molecule plans: "classical" (MMFF94/UFF geometries, distortions, a few GFN2 relax steps; the shipped sets) or
+#: "gfn2-dynamics" (GFN2-xTB minimum and GFN2-xTB Langevin frames; transip_md.train.label_dynamics).
+PLANS = ("classical", "gfn2-dynamics")
 #: Elements GFN2-xTB is parametrised for (H..Rn).
 XTB_MAX_Z = 86
 
@@ -78,6 +91,15 @@ class LabelConfig:
     target_bonds: Sequence[str] | None = None
     target_stretch: tuple[float, float] = (1.05, 1.65)  # x bond length
     target_frames: int = 4
+    #: One of PLANS.
+    plan: str = "classical"
+    gfn2_relax_fmax: float = 0.05  # eV/Å, the gfn2-dynamics plan's BFGS target
+    gfn2_relax_max_steps: int = 150
+    gfn2_md_steps: int = 250  # GFN2-xTB Langevin steps after the minimum
+    gfn2_md_timestep: float = 1.0  # fs
+    gfn2_md_every: int = 50  # a frame every n-th step
+    gfn2_t_min: float = 300.0  # K
+    gfn2_t_max: float = 700.0  # K
     calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -208,7 +230,9 @@ def _relax(out: MoleculeFrames, labeller: Labeller, pos: np.ndarray, state: tupl
 
 
 def sample_molecule(index: int, molecule: Molecule, cfg: LabelConfig, labeller: Labeller) -> MoleculeFrames:
-    """The per-molecule plan (docs/data.md): 15 GFN2 single points when nothing fails."""
+    """The per-molecule plan (docs/data.md): 15 GFN2 single points when nothing fails (classical plan)."""
+    if cfg.plan not in PLANS:
+        raise ValueError(f"unknown labelling plan {cfg.plan!r}; choose one of {', '.join(PLANS)}")
     from rdkit import Chem
 
     empty = MoleculeFrames(numbers=np.zeros(0, dtype=np.uint8))
@@ -228,7 +252,12 @@ def sample_molecule(index: int, molecule: Molecule, cfg: LabelConfig, labeller: 
     out = MoleculeFrames(numbers=np.array([a.GetAtomicNum() for a in mol.GetAtoms()]))
     out.stats[f"force_field_{ff_name}"] += 1
     try:
-        _plan(out, mol, cfg, labeller, rng, np.random.default_rng([cfg.seed, index, 1]))
+        if cfg.plan == "gfn2-dynamics":
+            from .label_dynamics import gfn2_dynamics_plan
+
+            gfn2_dynamics_plan(out, mol, cfg, labeller, rng)
+        else:
+            _plan(out, mol, cfg, labeller, rng, np.random.default_rng([cfg.seed, index, 1]))
     except SamplingError as exc:
         out.stats[exc.cause] += 1
     return out
@@ -347,6 +376,14 @@ _LATER_FIELDS = {
     "target_bonds": None,
     "target_stretch": [1.05, 1.65],
     "target_frames": 4,
+    "plan": "classical",
+    "gfn2_relax_fmax": 0.05,
+    "gfn2_relax_max_steps": 150,
+    "gfn2_md_steps": 250,
+    "gfn2_md_timestep": 1.0,
+    "gfn2_md_every": 50,
+    "gfn2_t_min": 300.0,
+    "gfn2_t_max": 700.0,
 }
 
 
@@ -423,6 +460,8 @@ def run_labelling(
     """
     from tqdm import tqdm
 
+    if cfg.plan not in PLANS:
+        raise ValueError(f"unknown labelling plan {cfg.plan!r}; choose one of {', '.join(PLANS)}")
     os.environ["OMP_NUM_THREADS"] = "1"  # before any worker imports tblite
     output = Path(output)
     t0 = time.perf_counter()

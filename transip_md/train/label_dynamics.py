@@ -1,0 +1,142 @@
+"""The GFN2-xTB dynamics plan of ``transip-md label --plan gfn2-dynamics`` (docs/data.md).
+
+The classical plan (:mod:`transip_md.train.label`) takes every neutral geometry from MMFF94/UFF dynamics, so no
+neutral frame is a minimum of the reference surface and the reference's own thermal motion is never seen. This plan
+does it on the reference surface itself, per molecule:
+
+1. the first MMFF94/UFF conformer relaxed with ASE's BFGS on the ground state's GFN2-xTB surface (to
+   ``gfn2_relax_fmax`` eV/Å, at most ``gfn2_relax_max_steps`` steps): the minimum, labelled in every state
+   (sampler ``gfn2_min``; param: the largest remaining force, eV/Å);
+2. Langevin NVT on the same surface from that minimum at a temperature drawn from ``gfn2_t_min``-``gfn2_t_max`` K
+   (``gfn2_md_steps`` steps of ``gfn2_md_timestep`` fs, friction 0.01/fs); every ``gfn2_md_every``-th step is a frame
+   in the ground state and one other state drawn at random (sampler ``gfn2_md``; param: the temperature, K).
+
+The relaxation and the dynamics reuse one tblite calculator and its last wavefunction (with ``calculator='tblite'``);
+the frames themselves are fresh single points through :class:`transip_md.train.label.Labeller`, like every other
+frame, so they carry the same checks (parity, SCF failure, non-finite values, force cap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
+from .label import LabelError
+
+if TYPE_CHECKING:
+    from .label import LabelConfig, Labeller, MoleculeFrames
+
+#: Langevin friction of the dynamics, 1/fs (a 100 fs memory: the minimum's start heats up within the run).
+FRICTION_PER_FS = 0.01
+
+
+def reference_surface(
+    labeller: Labeller, numbers: np.ndarray, charge: int, mult: int
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """A function positions (Å) -> (energy eV, forces eV/Å) on one state's reference surface.
+
+    With tblite it keeps one calculator and restarts each SCF from the previous wavefunction (the steps of a
+    relaxation or of MD are small); other calculators go through the labeller. Errors raise LabelError.
+    """
+    if labeller.cfg.calculator != "tblite":
+        return lambda pos: labeller(numbers, pos, charge, mult)
+    from tblite.interface import Calculator
+
+    state: dict = {}
+
+    def compute(pos: np.ndarray) -> tuple[float, np.ndarray]:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            if "calc" not in state:
+                calc = Calculator("GFN2-xTB", numbers, pos / BOHR_TO_ANGSTROM, charge=float(charge), uhf=mult - 1)
+                calc.set("verbosity", 0)
+                state["calc"] = calc
+                res = calc.singlepoint()
+            else:
+                state["calc"].update(positions=pos / BOHR_TO_ANGSTROM)
+                res = state["calc"].singlepoint(state["res"])
+        except Exception as exc:  # noqa: BLE001 - SCF non-convergence and any calculator failure
+            raise LabelError("scf_failure", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            labeller.seconds += time.perf_counter() - t0
+            labeller.calls += 1
+        state["res"] = res
+        energy = float(res.get("energy")) * HARTREE_TO_EV
+        forces = -np.asarray(res.get("gradient")) * (HARTREE_TO_EV / BOHR_TO_ANGSTROM)
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            raise LabelError("non_finite", "non-finite energy or forces")
+        return energy, forces
+
+    return compute
+
+
+def _ase_calculator(surface: Callable[[np.ndarray], tuple[float, np.ndarray]]):
+    """An ASE calculator (eV, eV/Å) around ``surface``."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class _Surface(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+            super().calculate(atoms, properties, system_changes)
+            energy, forces = surface(self.atoms.get_positions())
+            self.results = {"energy": energy, "forces": forces}
+
+    return _Surface()
+
+
+def gfn2_dynamics_plan(
+    out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: np.random.Generator
+) -> None:
+    """Append the ``gfn2_min`` and ``gfn2_md`` frames of one molecule (rdkit ``mol`` with conformers) to ``out``."""
+    from ase import Atoms, units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+    from ase.optimize import BFGS
+
+    from .label import _label_states
+
+    states = list(cfg.states)
+    ground, others = states[0], states[1:]
+    atoms = Atoms(numbers=out.numbers, positions=mol.GetConformer(mol.GetConformers()[0].GetId()).GetPositions())
+    atoms.calc = _ase_calculator(reference_surface(labeller, out.numbers, *ground))
+    try:
+        opt = BFGS(atoms, logfile=None, maxstep=0.1)
+        converged = opt.run(fmax=cfg.gfn2_relax_fmax, steps=cfg.gfn2_relax_max_steps)
+        fmax = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+    except LabelError as exc:
+        out.stats[exc.cause] += 1
+        out.stats["gfn2_relax_failed"] += 1
+        return
+    out.stats["gfn2_relax_converged" if converged else "gfn2_relax_unconverged"] += 1
+    out.stats["gfn2_relax_steps"] += int(opt.nsteps)
+    minimum = atoms.get_positions()
+    _label_states(out, labeller, minimum, states, "gfn2_min", fmax)
+
+    temperature = float(rng.uniform(cfg.gfn2_t_min, cfg.gfn2_t_max))
+    thermalize_momenta(atoms, temperature, rng=rng)
+    Stationary(atoms)
+    atoms.set_constraint(FixCom())  # the centre of mass stays put (ASE's replacement for Langevin's fixcm)
+    dyn = Langevin(
+        atoms,
+        timestep=cfg.gfn2_md_timestep * units.fs,
+        temperature_K=temperature,
+        friction=FRICTION_PER_FS / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    for _ in range(cfg.gfn2_md_steps // cfg.gfn2_md_every):
+        try:
+            dyn.run(cfg.gfn2_md_every)
+        except LabelError as exc:
+            out.stats[exc.cause] += 1
+            out.stats["gfn2_md_failed"] += 1
+            return
+        extra = [others[int(rng.integers(len(others)))]] if others else []
+        _label_states(out, labeller, atoms.get_positions(), [ground, *extra], "gfn2_md", temperature)
