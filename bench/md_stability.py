@@ -58,10 +58,12 @@ def openmm_langevin(
     seed: int,
     tolerance: float = 1.0,
     max_iterations: int = 200,
+    minimise: bool = True,
 ):
     """An OpenMM Reference context of ``model`` (python backend) with Langevin (1/ps) at ``temperature`` (K):
-    minimised (``tolerance`` kJ/mol/nm, ``max_iterations``), then given velocities. Returns (context, integrator,
-    positions), the last a function giving the current positions in Å."""
+    minimised (``tolerance`` kJ/mol/nm, ``max_iterations``; skipped with ``minimise=False``, for positions relaxed
+    before), then given velocities. Returns (context, integrator, positions), the last a function giving the current
+    positions in Å."""
     import openmm
     from ase.data import atomic_masses
     from openmm import unit
@@ -79,7 +81,8 @@ def openmm_langevin(
     integrator.setRandomNumberSeed(openmm_seed(seed))
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions_nm)
-    openmm.LocalEnergyMinimizer.minimize(context, tolerance, max_iterations)
+    if minimise:
+        openmm.LocalEnergyMinimizer.minimize(context, tolerance, max_iterations)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
 
     def positions() -> np.ndarray:
