@@ -66,9 +66,9 @@ def trace(
 
 def run_model(args: tuple) -> dict:
     """One model: relaxed like the reference (ASE BFGS to 0.01 eV/Å, at most 500 steps), then NVT in OpenMM; the
-    closest watched distance every ``record_fs``. (OpenMM's minimiser is not used: its first trial step moves the
-    atoms by 1 nm in all, which on a small molecule can bring two atoms within the model's 0.1 Å overlap limit, and
-    the model refuses such positions with an error.)"""
+    closest watched distance every ``record_fs``. (OpenMM's minimiser is not used: its first trial step, taken over
+    all coordinates at once, brought two atoms of a small test molecule within the model's 0.1 Å overlap limit,
+    which the model refuses with an error; docs/openmm.md.)"""
     model, numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
     import torch
     from ase import Atoms
