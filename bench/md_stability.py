@@ -159,6 +159,39 @@ def lowest_singlet_frames(frames, ids) -> dict[str, int]:
     return best
 
 
+def heldout_start(
+    bench: str, molecule: str, option: str, symbols: list[str], data: str | None
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(atomic numbers, positions Å, the atomic numbers of ``symbols``) of ``molecule``'s lowest-energy
+    neutral-singlet held-out frame; a bad ``option`` symbol or a molecule without such a frame stops ``bench``."""
+    from ase.data import atomic_numbers
+
+    from transip_md.train.heldout import heldout_frames
+
+    try:
+        elements = [atomic_numbers[s] for s in symbols]
+    except KeyError as err:
+        raise SystemExit(f"{bench}: unknown element symbol {err} in {option} {' '.join(symbols)}") from None
+    frames, held = heldout_frames(data)
+    best = lowest_singlet_frames(frames, held)
+    if molecule not in best:
+        raise SystemExit(f"{bench}: {molecule!r} has no neutral-singlet frame in the held-out split")
+    frame = frames[best[molecule]]
+    return np.asarray(frame.numbers), np.asarray(frame.positions, dtype=float), elements
+
+
+def bfgs_relaxed(numbers: np.ndarray, positions: np.ndarray, calc, fmax: float, steps: int) -> np.ndarray:
+    """Positions (Å) after ASE BFGS on ``calc`` (neutral singlet) to ``fmax`` eV/Å or ``steps`` steps."""
+    from ase import Atoms
+    from ase.optimize import BFGS
+
+    atoms = Atoms(numbers=numbers, positions=positions)
+    atoms.info.update(charge=0, spin=1)
+    atoms.calc = calc
+    BFGS(atoms, logfile=None).run(fmax=fmax, steps=steps)
+    return atoms.positions.copy()
+
+
 def contacts(numbers: np.ndarray, positions: np.ndarray) -> tuple[set[tuple[int, int]], float]:
     """Covalent bonds (i < j; ASE natural cutoffs x BOND_SCALE) and the closest pair distance (Å), from one
     distance matrix."""

@@ -71,18 +71,14 @@ def run_model(args: tuple) -> dict:
     which the model refuses with an error; docs/openmm.md.)"""
     model, numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
     import torch
-    from ase import Atoms
-    from ase.optimize import BFGS
-    from md_stability import openmm_langevin
+    from md_stability import bfgs_relaxed, openmm_langevin
 
     from transip_md.ase import TransIPCalculator
     from transip_md.units import ANGSTROM_TO_NM
 
     torch.set_num_threads(1)
-    atoms = Atoms(numbers=numbers, positions=positions - positions.mean(0))
-    atoms.calc = TransIPCalculator(model)
-    BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
-    relaxed_nm = atoms.get_positions() * ANGSTROM_TO_NM
+    relaxed = bfgs_relaxed(numbers, positions - positions.mean(0), TransIPCalculator(model), fmax=0.01, steps=500)
+    relaxed_nm = relaxed * ANGSTROM_TO_NM
     _, integrator, current = openmm_langevin(model, numbers, relaxed_nm, temperature, timestep_fs, seed, minimise=False)
     relaxed = closest(current(), pairs)
     series, wall = trace(integrator.step, current, pairs, ps, timestep_fs, record_fs)
@@ -146,7 +142,6 @@ def write_report(rows: list[dict], meta: dict, prefix: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ase.data import atomic_numbers
 
     from transip_md.data import default_model_path
 
@@ -167,21 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bond_dissociation import check_distance
-    from md_stability import _formula, lowest_singlet_frames
+    from md_stability import _formula, heldout_start
 
-    from transip_md.train.heldout import heldout_frames
     from transip_md.worker_pool import spawn_pool
 
-    try:
-        zi, zj = (atomic_numbers[s] for s in args.pair)
-    except KeyError as err:
-        raise SystemExit(f"pair_contact_md: unknown element symbol {err} in --pair {' '.join(args.pair)}") from None
-    frames, held = heldout_frames(args.data)
-    best = lowest_singlet_frames(frames, held)
-    if args.molecule not in best:
-        raise SystemExit(f"pair_contact_md: {args.molecule!r} has no neutral-singlet frame in the held-out split")
-    frame = frames[best[args.molecule]]
-    numbers, positions = np.asarray(frame.numbers), np.asarray(frame.positions, dtype=float)
+    numbers, positions, (zi, zj) = heldout_start("pair_contact_md", args.molecule, "--pair", args.pair, args.data)
     pairs = watched_pairs(numbers, positions, zi, zj)
     if not pairs:
         raise SystemExit(f"pair_contact_md: {args.molecule} has no non-bonded {args.pair[0]}...{args.pair[1]} pair")

@@ -56,18 +56,6 @@ def ring_geometry(numbers: np.ndarray, positions: np.ndarray, za: int, zb: int) 
     }
 
 
-def relaxed(numbers: np.ndarray, positions: np.ndarray, calc, fmax: float, steps: int) -> np.ndarray:
-    """Positions (Å) after ASE BFGS on ``calc`` (neutral singlet) to ``fmax`` eV/Å or ``steps`` steps."""
-    from ase import Atoms
-    from ase.optimize import BFGS
-
-    atoms = Atoms(numbers=numbers, positions=positions)
-    atoms.info.update(charge=0, spin=1)
-    atoms.calc = calc
-    BFGS(atoms, logfile=None).run(fmax=fmax, steps=steps)
-    return atoms.positions.copy()
-
-
 def write_report(rows: list[dict], meta: dict, prefix: Path) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps({"meta": meta, "engines": rows}, indent=1))
@@ -93,7 +81,6 @@ def write_report(rows: list[dict], meta: dict, prefix: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ase.data import atomic_numbers
 
     from transip_md.data import default_model_path
 
@@ -109,21 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from md_stability import _formula, lowest_singlet_frames
+    from md_stability import _formula, bfgs_relaxed, heldout_start
 
     from transip_md.ase import TransIPCalculator
-    from transip_md.train.heldout import heldout_frames
 
-    try:
-        za, zb = (atomic_numbers[s] for s in args.ring)
-    except KeyError as err:
-        raise SystemExit(f"ring_geometry: unknown element symbol {err} in --ring {' '.join(args.ring)}") from None
-    frames, held = heldout_frames(args.data)
-    best = lowest_singlet_frames(frames, held)
-    if args.molecule not in best:
-        raise SystemExit(f"ring_geometry: {args.molecule!r} has no neutral-singlet frame in the held-out split")
-    frame = frames[best[args.molecule]]
-    numbers, start = np.asarray(frame.numbers), np.asarray(frame.positions, dtype=float)
+    numbers, start, (za, zb) = heldout_start("ring_geometry", args.molecule, "--ring", args.ring, args.data)
     engines: list[tuple[str, object]] = []
     if not args.no_reference:
         from tblite.ase import TBLite
@@ -132,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     engines += [(m, TransIPCalculator(m)) for m in args.models]
     rows = []
     for name, calc in engines:
-        positions = relaxed(numbers, start, calc, args.fmax, args.steps)
+        positions = bfgs_relaxed(numbers, start, calc, args.fmax, args.steps)
         try:
             rows.append({"engine": name, **ring_geometry(numbers, positions, za, zb)})
         except ValueError as err:
