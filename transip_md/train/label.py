@@ -115,6 +115,34 @@ def parity_ok(numbers: np.ndarray, charge: int, multiplicity: int) -> bool:
     return bool(electron_parity_ok(int(np.sum(numbers)), charge, multiplicity))
 
 
+def tblite_calculator(numbers: np.ndarray, pos: np.ndarray, charge: int, mult: int):
+    """A quiet tblite GFN2-xTB calculator of one structure (positions Å) in one (charge, multiplicity) state."""
+    from tblite.interface import Calculator
+
+    calc = Calculator("GFN2-xTB", numbers, pos / BOHR_TO_ANGSTROM, charge=float(charge), uhf=mult - 1)
+    calc.set("verbosity", 0)
+    return calc
+
+
+def tblite_energy_forces(res) -> tuple[float, np.ndarray]:
+    """(energy eV, forces eV/Å) of a tblite single-point result (Hartree, Hartree/Bohr)."""
+    energy = float(res.get("energy")) * HARTREE_TO_EV
+    forces = -np.asarray(res.get("gradient")) * (HARTREE_TO_EV / BOHR_TO_ANGSTROM)
+    return energy, forces
+
+
+def check_finite(energy: float, forces: np.ndarray) -> None:
+    """Raise LabelError('non_finite') unless the energy and every force component are finite."""
+    if not (np.isfinite(energy) and np.isfinite(forces).all()):
+        raise LabelError("non_finite", "non-finite energy or forces")
+
+
+def check_plan(cfg: LabelConfig) -> None:
+    """Raise ValueError unless ``cfg.plan`` is one of PLANS."""
+    if cfg.plan not in PLANS:
+        raise ValueError(f"unknown labelling plan {cfg.plan!r}; choose one of {', '.join(PLANS)}")
+
+
 class Labeller:
     """Energy (eV) and forces (eV/Å) of one structure in one state; raises LabelError with a cause."""
 
@@ -138,22 +166,14 @@ class Labeller:
             raise LabelError("scf_failure", f"{type(exc).__name__}: {exc}") from exc
         finally:
             self.seconds += time.perf_counter() - t0
-        if not (np.isfinite(energy) and np.isfinite(forces).all()):
-            raise LabelError("non_finite", "non-finite energy or forces")
+        check_finite(energy, forces)
         if np.abs(forces).max() > (self.cfg.max_force if max_force is None else max_force):
             raise LabelError("force_cap", f"force component {np.abs(forces).max():.1f} eV/Å above the cap")
         return energy, forces
 
     def _compute(self, numbers: np.ndarray, pos: np.ndarray, charge: int, mult: int) -> tuple[float, np.ndarray]:
         if self.cfg.calculator == "tblite":
-            from tblite.interface import Calculator
-
-            calc = Calculator("GFN2-xTB", numbers, pos / BOHR_TO_ANGSTROM, charge=float(charge), uhf=mult - 1)
-            calc.set("verbosity", 0)
-            res = calc.singlepoint()
-            energy = float(res.get("energy")) * HARTREE_TO_EV
-            forces = -np.asarray(res.get("gradient")) * (HARTREE_TO_EV / BOHR_TO_ANGSTROM)
-            return energy, forces
+            return tblite_energy_forces(tblite_calculator(numbers, pos, charge, mult).singlepoint())
         from ase import Atoms
 
         from .label_xtbmd import make_calculator
@@ -231,8 +251,7 @@ def _relax(out: MoleculeFrames, labeller: Labeller, pos: np.ndarray, state: tupl
 
 def sample_molecule(index: int, molecule: Molecule, cfg: LabelConfig, labeller: Labeller) -> MoleculeFrames:
     """The per-molecule plan (docs/data.md): 15 GFN2 single points when nothing fails (classical plan)."""
-    if cfg.plan not in PLANS:
-        raise ValueError(f"unknown labelling plan {cfg.plan!r}; choose one of {', '.join(PLANS)}")
+    check_plan(cfg)
     from rdkit import Chem
 
     empty = MoleculeFrames(numbers=np.zeros(0, dtype=np.uint8))
@@ -369,28 +388,34 @@ def _worker(task: tuple[int, Molecule, LabelConfig, str]) -> tuple[int, dict[str
 
 #: LabelConfig fields added after the shipped set was built: left out of a manifest while at their defaults, so
 #: parts folders made before they existed still resume.
-_LATER_FIELDS = {
-    "bond_supplement": False,
-    "exclude_heldout_of": None,
-    "graft_groups": None,
-    "target_bonds": None,
-    "target_stretch": [1.05, 1.65],
-    "target_frames": 4,
-    "plan": "classical",
-    "gfn2_relax_fmax": 0.05,
-    "gfn2_relax_max_steps": 150,
-    "gfn2_md_steps": 250,
-    "gfn2_md_timestep": 1.0,
-    "gfn2_md_every": 50,
-    "gfn2_t_min": 300.0,
-    "gfn2_t_max": 700.0,
-}
+_LATER_FIELDS = (
+    "bond_supplement",
+    "exclude_heldout_of",
+    "graft_groups",
+    "target_bonds",
+    "target_stretch",
+    "target_frames",
+    "plan",
+    "gfn2_relax_fmax",
+    "gfn2_relax_max_steps",
+    "gfn2_md_steps",
+    "gfn2_md_timestep",
+    "gfn2_md_every",
+    "gfn2_t_min",
+    "gfn2_t_max",
+)
+
+
+def _config_values(cfg: LabelConfig) -> dict[str, Any]:
+    """The configuration as JSON-like values (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def _manifest(cfg: LabelConfig, molecules: Sequence[Molecule]) -> dict[str, Any]:
-    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    for key, default in _LATER_FIELDS.items():
-        if data[key] == default:
+    data = _config_values(cfg)
+    defaults = _config_values(LabelConfig())
+    for key in _LATER_FIELDS:
+        if data[key] == defaults[key]:
             del data[key]
     data["molecules"] = [m.smiles for m in molecules]
     return data
@@ -460,8 +485,7 @@ def run_labelling(
     """
     from tqdm import tqdm
 
-    if cfg.plan not in PLANS:
-        raise ValueError(f"unknown labelling plan {cfg.plan!r}; choose one of {', '.join(PLANS)}")
+    check_plan(cfg)
     os.environ["OMP_NUM_THREADS"] = "1"  # before any worker imports tblite
     output = Path(output)
     t0 = time.perf_counter()

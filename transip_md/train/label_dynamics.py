@@ -18,13 +18,14 @@ frame, so they carry the same checks (parity, SCF failure, non-finite values, fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
-from .label import LabelError
+from ..units import BOHR_TO_ANGSTROM
+from .label import LabelError, check_finite, tblite_calculator, tblite_energy_forces
 
 if TYPE_CHECKING:
     from .label import LabelConfig, Labeller, MoleculeFrames
@@ -43,20 +44,14 @@ def reference_surface(
     """
     if labeller.cfg.calculator != "tblite":
         return lambda pos: labeller(numbers, pos, charge, mult)
-    from tblite.interface import Calculator
-
     state: dict = {}
 
     def compute(pos: np.ndarray) -> tuple[float, np.ndarray]:
-        import time
-
         t0 = time.perf_counter()
         try:
             if "calc" not in state:
-                calc = Calculator("GFN2-xTB", numbers, pos / BOHR_TO_ANGSTROM, charge=float(charge), uhf=mult - 1)
-                calc.set("verbosity", 0)
-                state["calc"] = calc
-                res = calc.singlepoint()
+                state["calc"] = tblite_calculator(numbers, pos, charge, mult)
+                res = state["calc"].singlepoint()
             else:
                 state["calc"].update(positions=pos / BOHR_TO_ANGSTROM)
                 res = state["calc"].singlepoint(state["res"])
@@ -66,10 +61,8 @@ def reference_surface(
             labeller.seconds += time.perf_counter() - t0
             labeller.calls += 1
         state["res"] = res
-        energy = float(res.get("energy")) * HARTREE_TO_EV
-        forces = -np.asarray(res.get("gradient")) * (HARTREE_TO_EV / BOHR_TO_ANGSTROM)
-        if not (np.isfinite(energy) and np.isfinite(forces).all()):
-            raise LabelError("non_finite", "non-finite energy or forces")
+        energy, forces = tblite_energy_forces(res)
+        check_finite(energy, forces)
         return energy, forces
 
     return compute
