@@ -66,9 +66,8 @@ def trace(
 
 def run_model(args: tuple) -> dict:
     """One model: relaxed like the reference (ASE BFGS to 0.01 eV/Å, at most 500 steps), then NVT in OpenMM; the
-    closest watched distance every ``record_fs``. (OpenMM's minimiser is not used: its first trial step, taken over
-    all coordinates at once, brought two atoms of a small test molecule within the model's 0.1 Å overlap limit,
-    which the model refuses with an error; docs/openmm.md.)"""
+    closest watched distance every ``record_fs``. (The model starts where the reference starts, from the same
+    BFGS relaxation; until 2026-12-07 OpenMM's minimiser also stopped on a small molecule, docs/openmm.md.)"""
     model, numbers, positions, pairs, temperature, ps, timestep_fs, record_fs, seed = args
     import torch
     from md_stability import bfgs_relaxed, openmm_langevin

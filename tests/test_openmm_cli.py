@@ -102,3 +102,48 @@ def test_md_needs_a_model_when_none_is_shipped(tmp_path, monkeypatch):
     write(tmp_path / "h2.xyz", Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]]))
     with pytest.raises(SystemExit, match="--model"):
         main(["md", str(tmp_path / "h2.xyz")])
+
+
+def test_md_minimize_small_molecule_with_the_shipped_model(tmp_path, capsys):
+    """`--minimize` on CH2Br2: OpenMM's first minimiser step brings the two H within 0.03 Å; the force answers
+    with the repulsive wall and the run goes on (docs/openmm.md; tests/test_openmm_minimize.py)."""
+    mol = Atoms(
+        "CBr2H2", positions=[[0.0, 0, 0], [1.94, 0, 0], [-0.65, 1.83, 0], [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9]]
+    )
+    write(tmp_path / "ch2br2.xyz", mol)
+    args = ["md", str(tmp_path / "ch2br2.xyz"), "--minimize", "200", "--steps", "10", "--quiet"]
+    args += ["--platform", "Reference", "--backend", "python", "--output", str(tmp_path / "final.pdb")]
+    assert main(args) == 0
+    assert "10 steps" in capsys.readouterr().out
+    from openmm.app import PDBFile
+
+    final = np.asarray(PDBFile(str(tmp_path / "final.pdb")).getPositions(asNumpy=True)._value) * 10.0
+    d = np.linalg.norm(final[:, None] - final[None], axis=-1)[np.triu_indices(5, 1)]
+    assert d.min() > 0.9  # every atom still where a molecule has it
+
+
+@pytest.mark.parametrize("suffix", ["xyz", "pdb"])
+def test_md_refuses_an_overlapping_structure_file(tmp_path, capsys, suffix):
+    """The 0.1 Å input rule of every engine applies to the structure file (the force itself accepts its
+    minimiser's trial points down to 0.01 Å), and the error names the file and the atoms."""
+    mol = Atoms(
+        "CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.6, 0.65, 0.6]]
+    )
+    path = tmp_path / f"bad.{suffix}"
+    if suffix == "pdb":  # OpenMM's own writer (element columns OpenMM reads back)
+        from openmm import unit
+        from openmm.app import Element, PDBFile, Topology
+
+        topology = Topology()
+        residue = topology.addResidue("MOL", topology.addChain())
+        for i, z in enumerate(mol.numbers):
+            topology.addAtom(f"A{i}", Element.getByAtomicNumber(int(z)), residue)
+        with open(path, "w") as fh:
+            PDBFile.writeFile(topology, mol.positions * unit.angstrom, fh)
+    else:
+        write(path, mol)
+    with pytest.raises(SystemExit) as info:
+        main(["md", str(path), "--steps", "1", "--quiet", "--platform", "Reference"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"bad.{suffix}: atoms 1 (H) and 4 (H) overlap: distance 0.0469 Å < 0.1 Å" in err

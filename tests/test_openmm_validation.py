@@ -71,5 +71,41 @@ def torch_dtype():
     return torch.float64
 
 
+def near(positions_a: np.ndarray, distance_a: float) -> np.ndarray:
+    """Ethanol with H 5 put ``distance_a`` Å from C 1."""
+    out = positions_a.copy()
+    out[5] = out[1] + np.array([distance_a, 0.0, 0.0])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["global", "local"])
+def test_both_backends_give_the_repulsive_wall_inside_the_input_limit(models, kind):
+    """Between COINCIDENT_DISTANCE_A (0.01 Å) and MIN_DISTANCE_A (0.1 Å) the OpenMM force returns the model's
+    nuclear-repulsion wall (finite, far above the intact molecule, rising as the atoms close), the trial points
+    OpenMM's minimiser needs; the ASE calculator's rule (predict) still refuses such a structure as input."""
+    import torch
+
+    from transip_md.model.evaluate import predict
+    from transip_md.validation import COINCIDENT_DISTANCE_A, MIN_DISTANCE_A, InputError
+
+    assert COINCIDENT_DISTANCE_A < MIN_DISTANCE_A
+    intact = python_energy(models[kind], ETHANOL_A)
+    walls = [python_energy(models[kind], near(ETHANOL_A, d)) for d in (0.08, 0.05, 0.02)]
+    assert all(np.isfinite(walls))
+    assert intact + 1e4 < walls[0] < walls[1] < walls[2]  # kJ/mol: C-H ZBL is ~700 eV at 0.08 Å
+    compiled = load_compiled(models[kind])
+    module = build_torch_module(
+        compiled.module, ETHANOL_Z, len(ETHANOL_Z), None, compiled.cutoff, False, 0, 1, torch_dtype()
+    )
+    torch_wall, _ = module(torch.tensor(near(ETHANOL_A, 0.05) * ANGSTROM_TO_NM))
+    assert float(torch_wall) == pytest.approx(walls[1], rel=1e-9)
+    with pytest.raises(Exception, match=r"atoms 1 \(C\) and 5 \(H\) overlap: distance 0.0050 Å < 0.01 Å"):
+        python_energy(models[kind], near(ETHANOL_A, 0.005))
+    with pytest.raises(Exception, match=r"atoms 1 \(C\) and 5 \(H\) overlap: distance 0.005"):
+        module(torch.tensor(near(ETHANOL_A, 0.005) * ANGSTROM_TO_NM))
+    with pytest.raises(InputError, match=r"atoms 1 \(C\) and 5 \(H\) overlap: distance 0.0500 Å < 0.1 Å"):
+        predict(compiled, np.asarray(ETHANOL_Z), near(ETHANOL_A, 0.05))
+
+
 def test_old_name_is_the_factory():
     assert TransIPForce is create_transip_force

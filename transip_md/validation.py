@@ -9,6 +9,13 @@ rules, applied by every engine before any native code (neighbour lists) sees the
 * fully periodic cells: every fractional coordinate within +-:data:`MAX_CELL_IMAGES` (unwrapped MD
   trajectories stay far inside this);
 * no two atoms closer than :data:`MIN_DISTANCE_A` Å (minimum image under PBC).
+
+The OpenMM force is the one place where the positions are not the user's input but trial points of OpenMM's
+own algorithms: ``LocalEnergyMinimizer`` opens every run with a step of 1 nm (total norm) along the force, which
+on a small molecule can carry two atoms through each other. There the model's nuclear-repulsion wall is the
+answer OpenMM's line search needs (a high finite energy it backs away from: 73 eV for H-H at 0.1 Å, 1,350 eV at
+0.01 Å with the shipped model), so the OpenMM force refuses only atoms closer than
+:data:`COINCIDENT_DISTANCE_A` (a duplicated atom, where no energy is meaningful); docs/openmm.md.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from collections.abc import Sequence
 import numpy as np
 from ase.data import chemical_symbols
 
-#: Atoms closer than this (Å) are refused as overlapping.
+#: Atoms closer than this (Å) are refused as overlapping (structures given by the user: ASE, LAMMPS, files).
 MIN_DISTANCE_A = 0.1
+#: Atoms closer than this (Å) are refused as coincident by the OpenMM force, which also sees its minimiser's
+#: trial positions (module docstring).
+COINCIDENT_DISTANCE_A = 0.01
 #: Largest |coordinate| (Å) accepted for non-periodic structures.
 MAX_COORDINATE_A = 1.0e4
 #: Largest |fractional coordinate| accepted in a periodic cell.
@@ -79,17 +89,23 @@ def check_coordinates(numbers: Sequence[int], positions: np.ndarray, cell=None, 
         )
 
 
-def check_overlaps(numbers: Sequence[int], src: np.ndarray, dst: np.ndarray, lengths: np.ndarray) -> None:
-    """No edge i -> j shorter than MIN_DISTANCE_A (Å); edges and their lengths from the engine's pair list."""
+def check_overlaps(
+    numbers: Sequence[int],
+    src: np.ndarray,
+    dst: np.ndarray,
+    lengths: np.ndarray,
+    min_distance_a: float = MIN_DISTANCE_A,
+) -> None:
+    """No edge i -> j shorter than ``min_distance_a`` (Å); edges and their lengths from the engine's pair list."""
     lengths = np.asarray(lengths, dtype=np.float64)
     if lengths.size == 0:
         return
     k = int(np.argmin(lengths))
-    if lengths[k] < MIN_DISTANCE_A:
+    if lengths[k] < min_distance_a:
         i, j = int(src[k]), int(dst[k])
         raise InputError(
             f"atoms {i} ({symbol(int(numbers[i]))}) and {j} ({symbol(int(numbers[j]))}) overlap: "
-            f"distance {lengths[k]:.4f} Å < {MIN_DISTANCE_A} Å"
+            f"distance {lengths[k]:.4f} Å < {min_distance_a:g} Å"
         )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..validation import check_coordinates, check_overlaps
+from ..validation import MIN_DISTANCE_A, check_coordinates, check_overlaps
 from .compiled import CompiledModel
 from .engine import (
     call_energy_and_gradient,
@@ -73,11 +73,12 @@ def predict(
     virial: bool = False,
     device: torch.device | str = "cpu",
     chunk_size: int = DEFAULT_CHUNK,
+    min_distance_a: float = MIN_DISTANCE_A,
 ) -> Prediction:
     """Evaluate one structure. Positions and cell in Å; forces by autograd through the edge vectors.
 
-    Refuses (:class:`transip_md.validation.InputError`) non-finite or absurd coordinates and overlapping
-    atoms. Local models are evaluated ``chunk_size`` centres at a time (exact; bounds memory).
+    Refuses (:class:`transip_md.validation.InputError`) non-finite or absurd coordinates and atoms closer
+    than ``min_distance_a`` Å. Local models are evaluated ``chunk_size`` centres at a time (exact; bounds memory).
     """
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool)
@@ -86,7 +87,7 @@ def predict(
     topo = topology(model, positions, cell, pbc)
     pos_t = torch.as_tensor(positions, device=device)
     vec = edge_vectors(pos_t, torch.as_tensor(cell, device=device), topo)
-    check_overlaps(numbers, topo.src, topo.dst, torch.linalg.norm(vec, dim=1).cpu().numpy())
+    check_overlaps(numbers, topo.src, topo.dst, torch.linalg.norm(vec, dim=1).cpu().numpy(), min_distance_a)
     index = edge_index(topo, device)
     species = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=device)
     inputs = model_inputs(species, index, vec, charge, multiplicity)

@@ -31,7 +31,7 @@ from ..model.engine import GlobalModelError, require_local
 from ..model.evaluate import predict
 from ..model.transip import TransIP
 from ..units import ANGSTROM_TO_NM, EV_PER_A_TO_KJ_PER_MOL_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
-from ..validation import InputError, check_charge_spin, check_elements
+from ..validation import COINCIDENT_DISTANCE_A, InputError, check_charge_spin, check_elements
 from .torch_module import DEFAULT_SKIN_ANGSTROM, checked_skin
 
 BACKENDS = ("auto", "torch", "python")
@@ -189,6 +189,7 @@ class TransIPCompute:
             self.charge,
             self.multiplicity,
             device=self.device,
+            min_distance_a=COINCIDENT_DISTANCE_A,
         )
         return pred.energy * EV_TO_KJ_PER_MOL, pred.forces * EV_PER_A_TO_KJ_PER_MOL_NM
 
@@ -420,8 +421,10 @@ def create_transip_force(
     torch_compile: python backend only: run the model through ``torch.compile`` instead of the TorchScript
         file (same numbers to round-off; the first steps compile for tens of seconds; docs/model.md).
 
-    Positions are checked at every evaluation (non-finite, absurd coordinates, overlapping atoms;
-    :mod:`transip_md.validation`), with the messages the ASE calculator gives.
+    Positions are checked at every evaluation (non-finite, absurd coordinates, coincident atoms;
+    :mod:`transip_md.validation`), with the messages the ASE calculator gives. Atoms between
+    COINCIDENT_DISTANCE_A (0.01 Å) and the ASE calculator's MIN_DISTANCE_A (0.1 Å) get the model's repulsive
+    wall instead of an error, so that OpenMM's minimiser can back away from its trial steps (docs/openmm.md).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'single' or 'double', got {precision!r}")

@@ -15,7 +15,7 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
-from ..validation import InputError
+from ..validation import InputError, check_positions
 from .force import create_transip_force
 
 logger = logging.getLogger(__name__)
@@ -25,11 +25,18 @@ def load_structure(path: str):
     """(Topology, positions nm (N, 3), charge or None, multiplicity or None) from a .pdb or ASE-readable file.
 
     Periodic cells (extxyz ``pbc``/``Lattice``, PDB CRYST1) become the Topology's box in OpenMM's reduced
-    form; an extxyz file's ``charge``/``spin`` info keys are returned for defaults.
+    form; an extxyz file's ``charge``/``spin`` info keys are returned for defaults. The positions must pass the
+    input rules every engine applies (:func:`transip_md.validation.check_positions`: finite, no two atoms closer
+    than 0.1 Å), checked here because the OpenMM force itself also accepts its minimiser's trial points down to
+    0.01 Å (docs/openmm.md); the error names the file.
     """
     if path.lower().endswith(".pdb"):
         pdb = app.PDBFile(path)
         pos = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        box = pdb.topology.getPeriodicBoxVectors()
+        cell = None if box is None else np.asarray(box.value_in_unit(unit.angstrom), dtype=np.float64)
+        numbers = [atom.element.atomic_number if atom.element else 0 for atom in pdb.topology.atoms()]
+        check_structure(path, numbers, pos * 10.0, cell)
         return pdb.topology, pos, None, None
     import ase.io
     from openmm.app.internal.unitcell import reducePeriodicBoxVectors
@@ -46,7 +53,18 @@ def load_structure(path: str):
         top.setPeriodicBoxVectors(reducePeriodicBoxVectors([list(row * 0.1) for row in np.asarray(atoms.cell)]))
     elif atoms.pbc.any():
         raise InputError(f"{path}: partly periodic cells (pbc={atoms.pbc.tolist()}) are not supported by OpenMM")
+    check_structure(path, atoms.numbers, atoms.positions, np.asarray(atoms.cell) if atoms.pbc.all() else None)
     return top, atoms.positions * 0.1, atoms.info.get("charge"), atoms.info.get("spin")
+
+
+def check_structure(path: str, numbers, positions_a: np.ndarray, cell_a: np.ndarray | None) -> None:
+    """The engines' input rules for a structure file's positions (Å) and periodic cell (Å rows, or None)."""
+    cell = np.zeros((3, 3)) if cell_a is None else np.asarray(cell_a, dtype=np.float64)
+    pbc = np.full(3, cell_a is not None)
+    try:
+        check_positions(numbers, np.asarray(positions_a, dtype=np.float64), cell, pbc)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
 
 
 def build_system(topology: app.Topology, model: str, **force_args) -> tuple[openmm.System, openmm.Force]:

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from ..model.engine import forces_from_edge_gradient, require_local
 from ..model.evaluate import DEFAULT_CHUNK
 from ..units import EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
-from ..validation import MAX_COORDINATE_A, MIN_DISTANCE_A, symbol
+from ..validation import COINCIDENT_DISTANCE_A, MAX_COORDINATE_A, symbol
 
 #: Default Verlet skin in Å. The model only sees pairs inside the cutoff, so the skin costs nothing but the
 #: per-call distance check of the extra candidates ((1 + skin/cutoff)^3 = 1.7x the pairs at 5 Å) and buys
@@ -127,9 +127,9 @@ class TransIPTorchModule(nn.Module):
         self.register_buffer("indices", torch.tensor(idx, dtype=torch.long))
         self.register_buffer("species", torch.tensor(species, dtype=torch.long))
         self.symbols = [symbol(int(z)) for z in species]
-        self.min_distance_nm = float(MIN_DISTANCE_A) / NM_TO_ANGSTROM
+        self.min_distance_nm = float(COINCIDENT_DISTANCE_A) / NM_TO_ANGSTROM
         self.max_coordinate_nm = float(MAX_COORDINATE_A) / NM_TO_ANGSTROM
-        self.min_distance_text = f"{MIN_DISTANCE_A:g}"
+        self.min_distance_text = f"{COINCIDENT_DISTANCE_A:g}"
         self.max_coordinate_text = f"{MAX_COORDINATE_A:g}"
         self.register_buffer("charge", torch.tensor([float(charge)], dtype=torch.float64))
         self.register_buffer("spin", torch.tensor([float(multiplicity)], dtype=torch.float64))
@@ -308,7 +308,7 @@ class TransIPTorchModule(nn.Module):
                 )
 
     def _check_overlaps(self, edge_index: Tensor, vec: Tensor) -> None:
-        """No two ML atoms closer than MIN_DISTANCE_A (edge vectors in nm)."""
+        """No two ML atoms closer than COINCIDENT_DISTANCE_A (edge vectors in nm; validation module docstring)."""
         if vec.shape[0] == 0:
             return
         lengths = torch.linalg.norm(vec, dim=1)
