@@ -257,6 +257,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage7.yaml", "transip-v2-stage7"),
         ("v2-stage8.yaml", "transip-v2-stage8"),
         ("v2-stage9.yaml", "transip-v2-stage9"),
+        ("v2-stage10.yaml", "transip-v2-stage10"),
     ],
     ids=[
         "stage3",
@@ -275,6 +276,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage7",
         "v2-stage8",
         "v2-stage9",
+        "v2-stage10",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
