@@ -69,7 +69,9 @@ def test_evaluate_user_errors_are_one_line(tmp_path, capsys, model_path):
 
 def test_md_user_errors_are_one_line(tmp_path, capsys, model_path):
     _user_error(capsys, ["md", str(tmp_path / "nothing.xyz"), "--model", str(model_path)], "nothing.xyz")
-    write(tmp_path / "si.xyz", Atoms("SiH4", positions=np.eye(5, 3) * 1.5))
+    # distinct positions: the file's 0.1 Å overlap rule would otherwise answer first
+    si_h4 = [[0, 0, 0], [1.5, 0, 0], [0, 1.5, 0], [0, 0, 1.5], [-1.5, 0, 0]]
+    write(tmp_path / "si.xyz", Atoms("SiH4", positions=si_h4))
     args = ["md", str(tmp_path / "si.xyz"), "--model", str(model_path), "--steps", "1", "--platform", "Reference"]
     _user_error(capsys, [*args, "--quiet"], "Si")
 
