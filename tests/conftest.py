@@ -30,6 +30,18 @@ ETHANOL_A = np.array(
     ]
 )
 
+#: CH2Br2 (atomic numbers, positions in Å): a small molecule whose first OpenMM minimiser step carries the two H
+#: through each other (docs/openmm.md); shared by the minimiser, md CLI and pair-contact tests.
+CH2BR2_Z = [6, 35, 35, 1, 1]
+CH2BR2_A = np.array([[0.0, 0, 0], [1.94, 0, 0], [-0.65, 1.83, 0], [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9]])
+
+
+def closest_distance(positions: np.ndarray) -> float:
+    """The smallest distance between two of ``positions`` (same unit)."""
+    positions = np.asarray(positions, dtype=float)
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    return float(d[np.triu_indices(len(positions), 1)].min())
+
 
 def make_model(cutoff: float | None, dtype: str = "float64", seed: int = 0, scale: float = 5.0, **kw):
     """A random TransIP with a visible energy scale (eV) so forces are O(0.1-1) eV/Å."""

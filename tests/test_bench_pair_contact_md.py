@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CH2BR2_A, CH2BR2_Z
 
 
 @pytest.fixture
@@ -66,9 +67,7 @@ def test_seed_zero_repeats_exactly(bench):
     """OpenMM reads seed 0 as 'random each time'; the benches map it to a fixed seed, so a seed-0 run repeats."""
     from transip_md.data import default_model_path
 
-    numbers = np.array([6, 35, 35, 1, 1])
-    positions = np.array([[0.0, 0, 0], [1.94, 0, 0], [-0.65, 1.83, 0], [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9]])
-    job = (str(default_model_path()), numbers, positions, [(1, 2)], 300.0, 0.05, 1.0, 10.0, 0)
+    job = (str(default_model_path()), np.array(CH2BR2_Z), CH2BR2_A, [(1, 2)], 300.0, 0.05, 1.0, 10.0, 0)
     first, second = bench.run_model(job), bench.run_model(job)
     assert first["series_A"] == second["series_A"]
     other = bench.run_model(job[:-1] + (1,))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import write
+from conftest import CH2BR2_A, CH2BR2_Z, closest_distance
 
 from transip_md.cli import main
 from transip_md.model import TransIPConfig, export, random_model
@@ -107,19 +108,16 @@ def test_md_needs_a_model_when_none_is_shipped(tmp_path, monkeypatch):
 def test_md_minimize_small_molecule_with_the_shipped_model(tmp_path, capsys):
     """`--minimize` on CH2Br2: OpenMM's first minimiser step brings the two H within 0.03 Å; the force answers
     with the repulsive wall and the run goes on (docs/openmm.md; tests/test_openmm_minimize.py)."""
-    mol = Atoms(
-        "CBr2H2", positions=[[0.0, 0, 0], [1.94, 0, 0], [-0.65, 1.83, 0], [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9]]
-    )
-    write(tmp_path / "ch2br2.xyz", mol)
+    write(tmp_path / "ch2br2.xyz", Atoms(numbers=CH2BR2_Z, positions=CH2BR2_A))
     args = ["md", str(tmp_path / "ch2br2.xyz"), "--minimize", "200", "--steps", "10", "--quiet"]
     args += ["--platform", "Reference", "--backend", "python", "--output", str(tmp_path / "final.pdb")]
     assert main(args) == 0
     assert "10 steps" in capsys.readouterr().out
+    from openmm import unit
     from openmm.app import PDBFile
 
-    final = np.asarray(PDBFile(str(tmp_path / "final.pdb")).getPositions(asNumpy=True)._value) * 10.0
-    d = np.linalg.norm(final[:, None] - final[None], axis=-1)[np.triu_indices(5, 1)]
-    assert d.min() > 0.9  # every atom still where a molecule has it
+    final = PDBFile(str(tmp_path / "final.pdb")).getPositions(asNumpy=True).value_in_unit(unit.angstrom)
+    assert closest_distance(final) > 0.9  # every atom still where a molecule has it
 
 
 @pytest.mark.parametrize("suffix", ["xyz", "pdb"])

@@ -11,20 +11,13 @@ import numpy as np
 import openmm
 import pytest
 from ase.data import atomic_masses
+from conftest import CH2BR2_A, CH2BR2_Z, closest_distance
 from openmm import unit
 
 import transip_md.openmm.force as force_module
 from transip_md.data import default_model_path
 from transip_md.openmm import TransIPForce
 from transip_md.units import ANGSTROM_TO_NM
-
-CH2BR2_Z = [6, 35, 35, 1, 1]
-CH2BR2_A = np.array([[0.0, 0, 0], [1.94, 0, 0], [-0.65, 1.83, 0], [-0.4, -0.5, 0.9], [-0.4, -0.5, -0.9]])
-
-
-def closest_a(positions_a: np.ndarray) -> float:
-    d = np.linalg.norm(positions_a[:, None] - positions_a[None], axis=-1)
-    return float(d[np.triu_indices(len(positions_a), 1)].min())
 
 
 @pytest.mark.parametrize("tolerance", [1.0, 10.0])
@@ -33,7 +26,7 @@ def test_minimizer_backs_away_from_its_overlapping_trial_step(monkeypatch, toler
     real_predict = force_module.predict
 
     def recording_predict(model, numbers, positions, *args, **kwargs):
-        seen.append(closest_a(np.asarray(positions)))
+        seen.append(closest_distance(np.asarray(positions)))
         return real_predict(model, numbers, positions, *args, **kwargs)
 
     monkeypatch.setattr(force_module, "predict", recording_predict)
@@ -52,5 +45,5 @@ def test_minimizer_backs_away_from_its_overlapping_trial_step(monkeypatch, toler
     # the case this test is about happened: a trial point inside the ASE calculator's 0.1 Å input limit
     assert min(seen) < 0.1
     assert end < start
-    assert closest_a(final_a) > 0.9  # C-H, the shortest bond, stays a bond
+    assert closest_distance(final_a) > 0.9  # C-H, the shortest bond, stays a bond
     assert np.linalg.norm(forces) < 5 * tolerance * np.sqrt(len(CH2BR2_Z))

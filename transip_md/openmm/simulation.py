@@ -15,6 +15,7 @@ import openmm
 import openmm.app as app
 from openmm import unit
 
+from ..units import ANGSTROM_TO_NM, NM_TO_ANGSTROM
 from ..validation import InputError, check_positions
 from .force import create_transip_force
 
@@ -36,7 +37,7 @@ def load_structure(path: str):
         box = pdb.topology.getPeriodicBoxVectors()
         cell = None if box is None else np.asarray(box.value_in_unit(unit.angstrom), dtype=np.float64)
         numbers = [atom.element.atomic_number if atom.element else 0 for atom in pdb.topology.atoms()]
-        check_structure(path, numbers, pos * 10.0, cell)
+        check_structure(path, numbers, pos * NM_TO_ANGSTROM, cell)
         return pdb.topology, pos, None, None
     import ase.io
     from openmm.app.internal.unitcell import reducePeriodicBoxVectors
@@ -50,11 +51,13 @@ def load_structure(path: str):
     if atoms.pbc.all():
         rcell, _ = atoms.cell.standard_form()  # lower triangular: a along x, b in the xy plane
         atoms.set_cell(rcell, scale_atoms=True)
-        top.setPeriodicBoxVectors(reducePeriodicBoxVectors([list(row * 0.1) for row in np.asarray(atoms.cell)]))
+        top.setPeriodicBoxVectors(
+            reducePeriodicBoxVectors([list(row * ANGSTROM_TO_NM) for row in np.asarray(atoms.cell)])
+        )
     elif atoms.pbc.any():
         raise InputError(f"{path}: partly periodic cells (pbc={atoms.pbc.tolist()}) are not supported by OpenMM")
     check_structure(path, atoms.numbers, atoms.positions, np.asarray(atoms.cell) if atoms.pbc.all() else None)
-    return top, atoms.positions * 0.1, atoms.info.get("charge"), atoms.info.get("spin")
+    return top, atoms.positions * ANGSTROM_TO_NM, atoms.info.get("charge"), atoms.info.get("spin")
 
 
 def check_structure(path: str, numbers, positions_a: np.ndarray, cell_a: np.ndarray | None) -> None:
