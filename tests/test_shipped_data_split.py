@@ -1,0 +1,34 @@
+"""The split by molecule holds across the shipped data files: a molecule that appears in two files (same SMILES) is
+held out in both or in neither, so no file can train on another file's held-out molecule."""
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[1] / "transip_md" / "data"
+FILES = sorted(p.name for p in DATA.glob("*.npz"))
+
+
+def _flags(name: str) -> dict[str, bool]:
+    with np.load(DATA / name, allow_pickle=False) as a:
+        return dict(zip(a["mol_smiles"].tolist(), a["mol_heldout"].astype(bool).tolist(), strict=True))
+
+
+@pytest.mark.parametrize("first, second", list(combinations(FILES, 2)))
+def test_a_molecule_shared_by_two_shipped_files_has_one_flag(first, second):
+    a, b = _flags(first), _flags(second)
+    disagree = sorted(s for s in a.keys() & b.keys() if a[s] != b[s])
+    assert not disagree, f"{first} and {second} split {len(disagree)} molecules differently, e.g. {disagree[:3]}"
+
+
+def test_the_dynamics_sets_are_drawn_from_the_main_set_with_its_flags():
+    """The main dynamics sets re-label the main set's own molecules (docs/data.md): nearly all of their molecules are
+    main-set molecules, and their held-out share is the main set's."""
+    main = _flags("gfn2-organics-9el.npz")
+    for name in ("gfn2-dynamics.npz", "gfn2-dynamics-1600.npz"):
+        flags = _flags(name)
+        shared = flags.keys() & main.keys()
+        assert len(shared) >= len(flags) - 1, name
+        assert sum(flags.values()) == sum(main[s] for s in shared), name
