@@ -27,7 +27,7 @@ def test_the_dynamics_sets_are_drawn_from_the_main_set_with_its_flags():
     """The main dynamics sets re-label the main set's own molecules (docs/data.md): nearly all of their molecules are
     main-set molecules, and their held-out share is the main set's."""
     main = _flags("gfn2-organics-9el.npz")
-    for name in ("gfn2-dynamics.npz", "gfn2-dynamics-1600.npz"):
+    for name in ("gfn2-dynamics.npz", "gfn2-dynamics-1600.npz", "gfn2-dynamics-3200.npz"):
         flags = _flags(name)
         shared = flags.keys() & main.keys()
         assert len(shared) >= len(flags) - 1, name
