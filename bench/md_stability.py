@@ -101,11 +101,14 @@ def gfn2_langevin(
     fmax: float = 0.05,
     max_steps: int = 200,
 ):
-    """GFN2-xTB (tblite through ASE, neutral singlet): BFGS-relaxed to ``fmax`` eV/Å, Maxwell-Boltzmann velocities,
-    and a Langevin integrator with md_stability's friction (1/ps). Returns (atoms, dynamics)."""
+    """GFN2-xTB (tblite through ASE, neutral singlet): BFGS-relaxed to ``fmax`` eV/Å, Maxwell-Boltzmann velocities
+    with the centre-of-mass motion removed, and a Langevin integrator with md_stability's friction (1/ps). The centre
+    of mass is held by ASE's ``FixCom`` constraint (``fixcm=False``), which ASE recommends over Langevin's deprecated
+    ``fixcm=True`` for small systems (that one was used up to 2026-12-07). Returns (atoms, dynamics)."""
     from ase import Atoms, units
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.optimize import BFGS
     from tblite.ase import TBLite
 
@@ -114,7 +117,12 @@ def gfn2_langevin(
     BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_steps)
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    return atoms, Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, rng=rng)
+    Stationary(atoms)
+    atoms.set_constraint(FixCom())
+    dynamics = Langevin(
+        atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, fixcm=False, rng=rng
+    )
+    return atoms, dynamics
 
 
 @dataclass
