@@ -105,24 +105,19 @@ def gfn2_langevin(
     with the centre-of-mass motion removed, and a Langevin integrator with md_stability's friction (1/ps). The centre
     of mass is held by ASE's ``FixCom`` constraint (``fixcm=False``), which ASE recommends over Langevin's deprecated
     ``fixcm=True`` for small systems (that one was used up to 2026-12-07). Returns (atoms, dynamics)."""
-    from ase import Atoms, units
-    from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase import Atoms
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.optimize import BFGS
     from tblite.ase import TBLite
+
+    from transip_md.train.label_dynamics import langevin_holding_centre_of_mass
 
     atoms = Atoms(numbers=numbers, positions=positions_A)
     atoms.calc = TBLite(method="GFN2-xTB", charge=0, multiplicity=1, verbosity=0)
     BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_steps)
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    Stationary(atoms)
-    atoms.set_constraint(FixCom())
-    dynamics = Langevin(
-        atoms, timestep_fs * units.fs, temperature_K=temperature, friction=1e-3 / units.fs, fixcm=False, rng=rng
-    )
-    return atoms, dynamics
+    return atoms, langevin_holding_centre_of_mass(atoms, timestep_fs, temperature, 1e-3, rng)
 
 
 @dataclass

@@ -83,14 +83,35 @@ def _ase_calculator(surface: Callable[[np.ndarray], tuple[float, np.ndarray]]):
     return _Surface()
 
 
+def langevin_holding_centre_of_mass(
+    atoms, timestep_fs: float, temperature_K: float, friction_per_fs: float, rng: np.random.Generator
+):
+    """ASE Langevin NVT for ``atoms`` whose momenta are already drawn: the centre-of-mass motion is removed and the
+    centre of mass held by ASE's ``FixCom`` constraint (``fixcm=False``, ASE's replacement for Langevin's deprecated
+    ``fixcm=True``). Time step in fs, temperature in K, friction per fs. Returns the dynamics object."""
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary
+
+    Stationary(atoms)
+    atoms.set_constraint(FixCom())
+    return Langevin(
+        atoms,
+        timestep=timestep_fs * units.fs,
+        temperature_K=temperature_K,
+        friction=friction_per_fs / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+
+
 def gfn2_dynamics_plan(
     out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: np.random.Generator
 ) -> None:
     """Append the ``gfn2_min`` and ``gfn2_md`` frames of one molecule (rdkit ``mol`` with conformers) to ``out``."""
-    from ase import Atoms, units
-    from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+    from ase import Atoms
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.optimize import BFGS
 
     from .label import _label_states
@@ -114,16 +135,7 @@ def gfn2_dynamics_plan(
 
     temperature = float(rng.uniform(cfg.gfn2_t_min, cfg.gfn2_t_max))
     thermalize_momenta(atoms, temperature, rng=rng)
-    Stationary(atoms)
-    atoms.set_constraint(FixCom())  # the centre of mass stays put (ASE's replacement for Langevin's fixcm)
-    dyn = Langevin(
-        atoms,
-        timestep=cfg.gfn2_md_timestep * units.fs,
-        temperature_K=temperature,
-        friction=FRICTION_PER_FS / units.fs,
-        fixcm=False,
-        rng=rng,
-    )
+    dyn = langevin_holding_centre_of_mass(atoms, cfg.gfn2_md_timestep, temperature, FRICTION_PER_FS, rng)
     for _ in range(cfg.gfn2_md_steps // cfg.gfn2_md_every):
         try:
             dyn.run(cfg.gfn2_md_every)
