@@ -260,6 +260,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage10.yaml", "transip-v2-stage10"),
         ("v2-stage11.yaml", "transip-v2-stage11"),
         ("v2-stage12.yaml", "transip-v2-stage12"),
+        ("v2-stage13.yaml", "transip-v2-stage13"),
     ],
     ids=[
         "stage3",
@@ -281,6 +282,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage10",
         "v2-stage11",
         "v2-stage12",
+        "v2-stage13",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
