@@ -3,6 +3,7 @@
 import json
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,33 @@ def test_default_selection_meets_element_quotas_and_heldout_covers_every_element
     assert sel.rejected["too_large"] > 0 and sel.rejected["charged"] > 0  # counted, not silently dropped
     again = select_molecules(n_molecules=1000, per_element=120, seed=0)
     assert [m.smiles for m in again.molecules] == [m.smiles for m in sel.molecules]
+
+
+def test_a_selection_can_leave_out_every_molecule_of_a_labelled_set():
+    """--exclude-molecules-of: new molecules for a line that already trains on a set. Every molecule of the shipped
+    main set (held-out or not) leaves the pool before the choice, counted as 'excluded'; none comes back derived."""
+    from transip_md.train.data import load_compact
+    from transip_md.train.label import _selection
+
+    main_set = Path(__file__).resolve().parents[1] / "transip_md/data/gfn2-organics-9el.npz"
+    main_smiles = {str(s) for s in load_compact(main_set)["mol_smiles"]}
+    plain = select_molecules(n_molecules=400, per_element=30, seed=0)
+    assert any(m.smiles in main_smiles for m in plain.molecules)  # without the option the sets overlap
+    sel = _selection(LabelConfig(n_molecules=400, per_element=30, exclude_molecules_of=str(main_set)), None)
+    assert len(sel.molecules) == 400 and not any(m.smiles in main_smiles for m in sel.molecules)
+    assert sel.rejected["excluded"] > 2000 and sel.derived["P"] > 0  # the main set holds every natural P molecule
+    assert sum(sel.heldout) == 40
+
+
+def test_exclude_molecules_of_is_checked_and_named(tmp_path):
+    from transip_md.cli import main
+
+    out = str(tmp_path / "x.npz")
+    with pytest.raises(SystemExit, match="no such data file: .*missing.npz"):
+        main(["label", out, "--exclude-molecules-of", str(tmp_path / "missing.npz")])
+    with pytest.raises(SystemExit, match="not --bond-supplement"):
+        main(["label", out, "--bond-supplement", "--n-molecules", "4", "--exclude-molecules-of", out])
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_bond_supplement_grafts_every_rare_bond_group_and_spares_excluded_scaffolds():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,11 @@ def _register_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--exclude-heldout-of",
         help="compact data file whose held-out molecules may not be scaffolds of the bond supplement",
+    )
+    p.add_argument(
+        "--exclude-molecules-of",
+        help="compact data file none of whose molecules (held-out or not) the selection may choose: new molecules "
+        "for a line that already trains on it (not with --bond-supplement)",
     )
     p.add_argument(
         "--graft-groups",
@@ -148,6 +154,10 @@ def _run_label(args: argparse.Namespace) -> int:
 
     if args.target_frames < 1:
         raise SystemExit(f"--target-frames must be at least 1, got {args.target_frames}")
+    if args.exclude_molecules_of and args.bond_supplement:
+        raise SystemExit("--exclude-molecules-of applies to the element-balanced selection, not --bond-supplement")
+    if args.exclude_molecules_of and not Path(args.exclude_molecules_of).is_file():
+        raise SystemExit(f"--exclude-molecules-of: no such data file: {args.exclude_molecules_of}")
     if args.gfn2_md_every < 1 or args.gfn2_md_steps < 0 or args.gfn2_md_timestep <= 0:
         raise SystemExit("need --gfn2-md-every >= 1, --gfn2-md-steps >= 0 and --gfn2-md-timestep > 0 fs")
     if not 0 < args.gfn2_t_min <= args.gfn2_t_max:
@@ -169,6 +179,7 @@ def _run_label(args: argparse.Namespace) -> int:
         seed=args.seed,
         bond_supplement=args.bond_supplement,
         exclude_heldout_of=args.exclude_heldout_of,
+        exclude_molecules_of=args.exclude_molecules_of,
         graft_groups=_graft_groups(args.graft_groups, args.bond_supplement),
         target_bonds=_target_bonds(args.target_bonds),
         target_stretch=_stretch_range(args.target_stretch),

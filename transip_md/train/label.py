@@ -84,6 +84,9 @@ class LabelConfig:
     bond_supplement: bool = False
     #: A compact data file whose held-out molecules may not serve as scaffolds of the bond supplement.
     exclude_heldout_of: str | None = None
+    #: A compact data file none of whose molecules (held-out or not) may be chosen by the element-balanced selection
+    #: (new molecules for a line that already trains on that file).
+    exclude_molecules_of: str | None = None
     #: The bond supplement's groups (SMILES with one [*] attachment point; None: molecules.BOND_GRAFTS).
     graft_groups: Sequence[str] | None = None
     #: Two-atom bond SMARTS (e.g. ``[#6]-[Br]``) whose bonds get ``target_frames`` extra stretched geometries per
@@ -403,6 +406,7 @@ _LATER_FIELDS = (
     "gfn2_md_every",
     "gfn2_t_min",
     "gfn2_t_max",
+    "exclude_molecules_of",
 )
 
 
@@ -436,6 +440,11 @@ def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
 def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) -> Selection:
     """The molecules to label: the element-balanced selection, or the bond supplement."""
     if not cfg.bond_supplement:
+        exclude_all: set[str] = set()
+        if cfg.exclude_molecules_of:
+            from .data import load_compact
+
+            exclude_all = {str(smi) for smi in load_compact(cfg.exclude_molecules_of)["mol_smiles"]}
         return select_molecules(
             sources,
             cfg.n_molecules,
@@ -445,7 +454,10 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
             cfg.min_atoms,
             cfg.max_atoms,
             cfg.seed,
+            exclude_smiles=exclude_all,
         )
+    if cfg.exclude_molecules_of:
+        raise ValueError("--exclude-molecules-of applies to the element-balanced selection, not the bond supplement")
     if cfg.n_molecules is None:
         raise ValueError("the bond supplement needs --n-molecules")
     exclude: set[str] = set()

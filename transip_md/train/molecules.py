@@ -268,16 +268,24 @@ def select_molecules(
     max_atoms: int = 40,
     seed: int = 0,
     size_bias: float = 4.0,
+    exclude_smiles: set[str] | frozenset[str] = frozenset(),
 ) -> Selection:
-    """Apply the selection rule of this module's docstring; deterministic for a given ``seed``."""
+    """Apply the selection rule of this module's docstring; deterministic for a given ``seed``. Molecules whose
+    canonical SMILES is in ``exclude_smiles`` (e.g. every molecule of an already labelled set) leave the pool before
+    anything is chosen or derived (counted as ``excluded`` among the rejects), and no derived molecule may be one."""
     allowed = set(elements) | {"H"}
     pool, rejected = read_pool(sources or default_sources(), allowed, min_atoms, max_atoms)
+    if exclude_smiles:
+        kept = [m for m in pool if m.smiles not in exclude_smiles]
+        rejected["excluded"] += len(pool) - len(kept)
+        pool = kept
     rng = np.random.default_rng([seed, 7])
     derived: Counter[str] = Counter()
     for el in elements:
         have = sum(el in m.elements for m in pool)
         if have < per_element and el in GRAFTS:
             new = derive(pool, el, per_element - have, rng, allowed, min_atoms, max_atoms)
+            new = [m for m in new if m.smiles not in exclude_smiles]
             derived[el] = len(new)
             pool.extend(new)
     order = [pool[int(i)] for i in size_biased_order(pool, rng, size_bias)]
