@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -156,8 +155,6 @@ def _run_label(args: argparse.Namespace) -> int:
         raise SystemExit(f"--target-frames must be at least 1, got {args.target_frames}")
     if args.exclude_molecules_of and args.bond_supplement:
         raise SystemExit("--exclude-molecules-of applies to the element-balanced selection, not --bond-supplement")
-    if args.exclude_molecules_of and not Path(args.exclude_molecules_of).is_file():
-        raise SystemExit(f"--exclude-molecules-of: no such data file: {args.exclude_molecules_of}")
     if args.gfn2_md_every < 1 or args.gfn2_md_steps < 0 or args.gfn2_md_timestep <= 0:
         raise SystemExit("need --gfn2-md-every >= 1, --gfn2-md-steps >= 0 and --gfn2-md-timestep > 0 fs")
     if not 0 < args.gfn2_t_min <= args.gfn2_t_max:

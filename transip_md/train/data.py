@@ -526,6 +526,8 @@ def load_compact(path: str | os.PathLike) -> dict[str, np.ndarray]:
     import zipfile
 
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such data file: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = sorted(set(_COMPACT_KEYS) - set(z.files))

@@ -437,14 +437,20 @@ def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest))
 
 
+def _smiles_of(path: str | None, heldout_only: bool) -> set[str]:
+    """Canonical SMILES of the molecules of compact data file ``path`` (only its held-out ones if ``heldout_only``;
+    none without a path)."""
+    if not path:
+        return set()
+    from .data import load_compact
+
+    a = load_compact(path)
+    return {str(smi) for smi, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True) if held or not heldout_only}
+
+
 def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) -> Selection:
     """The molecules to label: the element-balanced selection, or the bond supplement."""
     if not cfg.bond_supplement:
-        exclude_all: set[str] = set()
-        if cfg.exclude_molecules_of:
-            from .data import load_compact
-
-            exclude_all = {str(smi) for smi in load_compact(cfg.exclude_molecules_of)["mol_smiles"]}
         return select_molecules(
             sources,
             cfg.n_molecules,
@@ -454,22 +460,16 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
             cfg.min_atoms,
             cfg.max_atoms,
             cfg.seed,
-            exclude_smiles=exclude_all,
+            exclude_smiles=_smiles_of(cfg.exclude_molecules_of, heldout_only=False),
         )
     if cfg.exclude_molecules_of:
         raise ValueError("--exclude-molecules-of applies to the element-balanced selection, not the bond supplement")
     if cfg.n_molecules is None:
         raise ValueError("the bond supplement needs --n-molecules")
-    exclude: set[str] = set()
-    if cfg.exclude_heldout_of:
-        from .data import load_compact
-
-        a = load_compact(cfg.exclude_heldout_of)
-        exclude = {str(smi) for smi, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True) if held}
     return select_bond_supplement(
         cfg.n_molecules,
         sources,
-        exclude,
+        _smiles_of(cfg.exclude_heldout_of, heldout_only=True),
         cfg.heldout_fraction,
         cfg.elements,
         cfg.min_atoms,

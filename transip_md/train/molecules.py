@@ -192,11 +192,13 @@ def derive(
     allowed: set[str],
     min_atoms: int,
     max_atoms: int,
+    exclude_smiles: set[str] | frozenset[str] = frozenset(),
 ) -> list[Molecule]:
-    """Up to ``n_wanted`` new molecules holding ``element``, grafted onto H C N O scaffolds of ``pool``."""
+    """Up to ``n_wanted`` new molecules holding ``element``, grafted onto H C N O scaffolds of ``pool``; a graft that
+    is already in ``pool`` or in ``exclude_smiles`` is not new."""
     scaffolds = [m for m in pool if m.elements <= {"H", "C", "N", "O"}]
     order = rng.permutation(len(scaffolds))
-    seen = {m.smiles for m in pool}
+    seen = {m.smiles for m in pool} | set(exclude_smiles)
     out: list[Molecule] = []
     for k in order:
         if len(out) >= n_wanted:
@@ -284,8 +286,7 @@ def select_molecules(
     for el in elements:
         have = sum(el in m.elements for m in pool)
         if have < per_element and el in GRAFTS:
-            new = derive(pool, el, per_element - have, rng, allowed, min_atoms, max_atoms)
-            new = [m for m in new if m.smiles not in exclude_smiles]
+            new = derive(pool, el, per_element - have, rng, allowed, min_atoms, max_atoms, exclude_smiles)
             derived[el] = len(new)
             pool.extend(new)
     order = [pool[int(i)] for i in size_biased_order(pool, rng, size_bias)]
