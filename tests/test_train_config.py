@@ -261,6 +261,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage11.yaml", "transip-v2-stage11"),
         ("v2-stage12.yaml", "transip-v2-stage12"),
         ("v2-stage13.yaml", "transip-v2-stage13"),
+        ("v2-stage14.yaml", "transip-v2-stage14"),
     ],
     ids=[
         "stage3",
@@ -283,6 +284,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage11",
         "v2-stage12",
         "v2-stage13",
+        "v2-stage14",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
