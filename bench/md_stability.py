@@ -207,12 +207,13 @@ def contacts(numbers: np.ndarray, positions: np.ndarray) -> tuple[set[tuple[int,
 
 
 def describe_change(numbers: np.ndarray, positions: np.ndarray, before: set, after: set) -> str:
-    """The bonds lost and gained between two graphs, as e.g. 'lost P-Cl 2.57 Å; new Br-Br 2.86 Å'."""
+    """The bonds lost and gained between two graphs, as e.g. 'lost P3-Cl7 2.57 Å; new Br4-Br5 2.86 Å': each atom
+    named by its element and its 0-based index in the molecule (the data file's atom order)."""
     from ase.data import chemical_symbols
 
     def names(pairs: set) -> str:
         return ", ".join(
-            f"{chemical_symbols[numbers[i]]}-{chemical_symbols[numbers[j]]} "
+            f"{chemical_symbols[numbers[i]]}{i}-{chemical_symbols[numbers[j]]}{j} "
             f"{np.linalg.norm(positions[i] - positions[j]):.2f} Å"
             for i, j in sorted(pairs)
         )
@@ -336,7 +337,8 @@ def write_report(results: list[dict], meta: dict, prefix: Path) -> None:
         "",
         f"Model `{meta['model']}`; {meta['ps']} ps per run, Langevin (1/ps), {meta['timestep_fs']} fs, checks every "
         f"{meta['record_fs']} fs; stable = covalent graph (ASE natural cutoffs x {BOND_SCALE}) unchanged and no "
-        f"contact < {MIN_DISTANCE_A} Å. Molecules: held-out split of the shipped data, never trained on.",
+        f"contact < {MIN_DISTANCE_A} Å (atoms named element + 0-based index in the data file's order). "
+        "Molecules: held-out split of the shipped data, never trained on.",
     ]
     if control:
         lines.append(
