@@ -36,10 +36,29 @@ def test_the_dynamics_sets_are_drawn_from_the_main_set_with_its_flags():
 
 def test_the_extra_dynamics_set_holds_only_molecules_no_other_file_has():
     """The extra dynamics set was selected with every main-set molecule excluded (docs/data.md): it shares no
-    molecule with any other shipped file, and holds held-out molecules of its own."""
+    molecule with any other shipped file that was made before it, and holds held-out molecules of its own (the
+    hydrogen-bond supplement, made after it, may share its training-side molecules: the next test)."""
     extra = _flags("gfn2-dynamics-extra.npz")
     for name in FILES:
-        if name != "gfn2-dynamics-extra.npz":
+        if name not in ("gfn2-dynamics-extra.npz", "gfn2-hbond-supplement.npz"):
             shared = extra.keys() & _flags(name).keys()
             assert not shared, f"{name} shares {len(shared)} molecules with the extra set, e.g. {sorted(shared)[:3]}"
     assert 0 < sum(extra.values()) < len(extra)
+
+
+def test_the_hbond_supplement_never_holds_a_heldout_molecule_of_the_main_or_extra_set():
+    """The hydrogen-bond supplement was selected with the held-out molecules of the main and extra sets excluded
+    (docs/data.md): the molecules it shares with them are their training-side ones (and so on its own training side),
+    and its own held-out molecules are new to every file."""
+    hbond = _flags("gfn2-hbond-supplement.npz")
+    shared_any = set()
+    for name in ("gfn2-organics-9el.npz", "gfn2-dynamics-extra.npz"):
+        other = _flags(name)
+        shared = hbond.keys() & other.keys()
+        assert shared and not any(other[s] or hbond[s] for s in shared), name
+        shared_any |= shared
+    held = {s for s, h in hbond.items() if h}
+    assert held and not held & shared_any
+    for name in FILES:
+        if name != "gfn2-hbond-supplement.npz":
+            assert not held & _flags(name).keys(), name

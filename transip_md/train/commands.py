@@ -36,7 +36,22 @@ def _register_label(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--exclude-heldout-of",
-        help="compact data file whose held-out molecules may not be scaffolds of the bond supplement",
+        nargs="+",
+        help="compact data file(s) whose held-out molecules may not be scaffolds of the bond supplement, nor be "
+        "chosen by --motif",
+    )
+    p.add_argument(
+        "--motif",
+        choices=["hbond"],
+        help="label N-MOLECULES pool molecules that hold this motif (hbond: an intramolecular N/O-H...N/O ring; "
+        "docs/data.md) instead of the element-balanced selection",
+    )
+    p.add_argument("--n-conformers", type=int, default=d.n_conformers, help="MMFF94/UFF conformers per molecule")
+    p.add_argument(
+        "--hbond-push", default="1.0,1.7", help="gfn2-hbond: LO,HI H...acceptor distances (Å) of the pushed frames"
+    )
+    p.add_argument(
+        "--hbond-squeeze", default="2.2,2.5", help="gfn2-hbond: LO,HI donor...acceptor distances (Å) squeezed to"
     )
     p.add_argument(
         "--exclude-molecules-of",
@@ -146,6 +161,17 @@ def _stretch_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _distance_range(flag: str, text: str) -> tuple[float, float]:
+    """A LO,HI pair of distances in Å, 0 < LO < HI."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"{flag}: {text!r} is not LO,HI (two distances in Å)") from None
+    if not 0 < lo < hi:
+        raise SystemExit(f"{flag}: need 0 < LO < HI Å, got {lo}, {hi}")
+    return lo, hi
+
+
 def _run_label(args: argparse.Namespace) -> int:
     if args.sampler == "xtb-md":
         return _run_label_xtbmd(args)
@@ -155,6 +181,10 @@ def _run_label(args: argparse.Namespace) -> int:
         raise SystemExit(f"--target-frames must be at least 1, got {args.target_frames}")
     if args.exclude_molecules_of and args.bond_supplement:
         raise SystemExit("--exclude-molecules-of applies to the element-balanced selection, not --bond-supplement")
+    if args.motif and (args.bond_supplement or args.exclude_molecules_of):
+        raise SystemExit("--motif is its own selection: not with --bond-supplement or --exclude-molecules-of")
+    if args.n_conformers < 1:
+        raise SystemExit(f"--n-conformers must be at least 1, got {args.n_conformers}")
     if args.gfn2_md_every < 1 or args.gfn2_md_steps < 0 or args.gfn2_md_timestep <= 0:
         raise SystemExit("need --gfn2-md-every >= 1, --gfn2-md-steps >= 0 and --gfn2-md-timestep > 0 fs")
     if not 0 < args.gfn2_t_min <= args.gfn2_t_max:
@@ -175,7 +205,16 @@ def _run_label(args: argparse.Namespace) -> int:
         max_force_compressed=args.max_force_compressed,
         seed=args.seed,
         bond_supplement=args.bond_supplement,
-        exclude_heldout_of=args.exclude_heldout_of,
+        # one path stays a string, as in the manifests of the sets labelled before several were allowed
+        exclude_heldout_of=(
+            args.exclude_heldout_of[0]
+            if args.exclude_heldout_of and len(args.exclude_heldout_of) == 1
+            else tuple(args.exclude_heldout_of or ()) or None
+        ),
+        motif=args.motif,
+        n_conformers=args.n_conformers,
+        hbond_push=_distance_range("--hbond-push", args.hbond_push),
+        hbond_squeeze=_distance_range("--hbond-squeeze", args.hbond_squeeze),
         exclude_molecules_of=args.exclude_molecules_of,
         graft_groups=_graft_groups(args.graft_groups, args.bond_supplement),
         target_bonds=_target_bonds(args.target_bonds),

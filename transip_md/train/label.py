@@ -32,7 +32,14 @@ from ..atomic_io import atomic_write
 from ..model.engine import electron_parity_ok
 from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 from ..worker_pool import spawn_pool
-from .molecules import DEFAULT_ELEMENTS, Molecule, Selection, select_bond_supplement, select_molecules
+from .molecules import (
+    DEFAULT_ELEMENTS,
+    Molecule,
+    Selection,
+    select_bond_supplement,
+    select_molecules,
+    select_motif_molecules,
+)
 from .sampling import SamplingError, compress_pair, embed, matching_bonds, scale_bond, thermal_md
 
 log = logging.getLogger(__name__)
@@ -50,10 +57,16 @@ SAMPLERS = (
     "stretch_target",
     "gfn2_min",
     "gfn2_md",
+    "hbond_push",
+    "compress_hbond",
 )
 #: Per-molecule plans: "classical" (MMFF94/UFF geometries, distortions, a few GFN2 relax steps; the shipped sets) or
 #: "gfn2-dynamics" (GFN2-xTB minimum and GFN2-xTB Langevin frames; transip_md.train.label_dynamics).
-PLANS = ("classical", "gfn2-dynamics")
+#: "gfn2-hbond": the gfn2-dynamics frames from a hydrogen-bonded conformer, then that hydrogen bond pushed and
+#: squeezed (transip_md.train.label_dynamics.gfn2_hbond_plan).
+PLANS = ("classical", "gfn2-dynamics", "gfn2-hbond")
+#: Molecule selections besides the element-balanced one and the bond supplement (molecules.select_motif_molecules).
+MOTIFS = ("hbond",)
 #: Elements GFN2-xTB is parametrised for (H..Rn).
 XTB_MAX_Z = 86
 
@@ -82,8 +95,9 @@ class LabelConfig:
     seed: int = 0
     #: Label the bond supplement (molecules.select_bond_supplement) instead of the element-balanced selection.
     bond_supplement: bool = False
-    #: A compact data file whose held-out molecules may not serve as scaffolds of the bond supplement.
-    exclude_heldout_of: str | None = None
+    #: Compact data file(s) whose held-out molecules may not serve as scaffolds of the bond supplement, nor be chosen
+    #: by a motif selection (one path, or a tuple of paths).
+    exclude_heldout_of: str | Sequence[str] | None = None
     #: A compact data file none of whose molecules (held-out or not) may be chosen by the element-balanced selection
     #: (new molecules for a line that already trains on that file).
     exclude_molecules_of: str | None = None
@@ -103,6 +117,13 @@ class LabelConfig:
     gfn2_md_every: int = 50  # a frame every n-th step
     gfn2_t_min: float = 300.0  # K
     gfn2_t_max: float = 700.0  # K
+    #: One of MOTIFS: label pool molecules that hold that motif (molecules.select_motif_molecules) instead of the
+    #: element-balanced selection (None).
+    motif: str | None = None
+    #: gfn2-hbond plan: H...A distances (Å) of the hbond_push frames, and D...A distances (Å) of the compress_hbond
+    #: frames, one frame per equal-width stratum (target_frames push frames, half as many squeeze frames).
+    hbond_push: tuple[float, float] = (1.0, 1.7)
+    hbond_squeeze: tuple[float, float] = (2.2, 2.5)
     calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -141,9 +162,11 @@ def check_finite(energy: float, forces: np.ndarray) -> None:
 
 
 def check_plan(cfg: LabelConfig) -> None:
-    """Raise ValueError unless ``cfg.plan`` is one of PLANS."""
+    """Raise ValueError unless ``cfg.plan`` is one of PLANS and ``cfg.motif`` one of MOTIFS (or None)."""
     if cfg.plan not in PLANS:
         raise ValueError(f"unknown labelling plan {cfg.plan!r}; choose one of {', '.join(PLANS)}")
+    if cfg.motif is not None and cfg.motif not in MOTIFS:
+        raise ValueError(f"unknown motif {cfg.motif!r}; choose one of {', '.join(MOTIFS)}")
 
 
 class Labeller:
@@ -278,6 +301,10 @@ def sample_molecule(index: int, molecule: Molecule, cfg: LabelConfig, labeller: 
             from .label_dynamics import gfn2_dynamics_plan
 
             gfn2_dynamics_plan(out, mol, cfg, labeller, rng)
+        elif cfg.plan == "gfn2-hbond":
+            from .label_dynamics import gfn2_hbond_plan
+
+            gfn2_hbond_plan(out, mol, cfg, labeller, rng)
         else:
             _plan(out, mol, cfg, labeller, rng, np.random.default_rng([cfg.seed, index, 1]))
     except SamplingError as exc:
@@ -407,6 +434,9 @@ _LATER_FIELDS = (
     "gfn2_t_min",
     "gfn2_t_max",
     "exclude_molecules_of",
+    "motif",
+    "hbond_push",
+    "hbond_squeeze",
 )
 
 
@@ -437,19 +467,39 @@ def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest))
 
 
-def _smiles_of(path: str | None, heldout_only: bool) -> set[str]:
-    """Canonical SMILES of the molecules of compact data file ``path`` (only its held-out ones if ``heldout_only``;
-    none without a path)."""
-    if not path:
+def _smiles_of(paths: str | Sequence[str] | None, heldout_only: bool) -> set[str]:
+    """Canonical SMILES of the molecules of compact data file(s) ``paths`` (only their held-out ones if
+    ``heldout_only``; none without a path)."""
+    if not paths:
         return set()
     from .data import load_compact
 
-    a = load_compact(path)
-    return {str(smi) for smi, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True) if held or not heldout_only}
+    out: set[str] = set()
+    for path in [paths] if isinstance(paths, str) else paths:
+        a = load_compact(path)
+        out |= {str(s) for s, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True) if held or not heldout_only}
+    return out
 
 
 def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) -> Selection:
-    """The molecules to label: the element-balanced selection, or the bond supplement."""
+    """The molecules to label: the element-balanced selection, the bond supplement, or a motif selection."""
+    if cfg.motif is not None:
+        if cfg.bond_supplement or cfg.exclude_molecules_of:
+            raise ValueError("--motif is its own selection: not with --bond-supplement or --exclude-molecules-of")
+        if cfg.n_molecules is None:
+            raise ValueError("a motif selection needs --n-molecules")
+        heldout = _smiles_of(cfg.exclude_heldout_of, heldout_only=True)
+        return select_motif_molecules(
+            cfg.n_molecules,
+            sources,
+            heldout,
+            cfg.heldout_fraction,
+            cfg.elements,
+            cfg.min_atoms,
+            cfg.max_atoms,
+            cfg.seed,
+            training_smiles=_smiles_of(cfg.exclude_heldout_of, heldout_only=False) - heldout,
+        )
     if not cfg.bond_supplement:
         return select_molecules(
             sources,

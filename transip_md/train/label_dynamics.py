@@ -107,9 +107,16 @@ def langevin_holding_centre_of_mass(
 
 
 def gfn2_dynamics_plan(
-    out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: np.random.Generator
-) -> None:
-    """Append the ``gfn2_min`` and ``gfn2_md`` frames of one molecule (rdkit ``mol`` with conformers) to ``out``."""
+    out: MoleculeFrames,
+    mol,
+    cfg: LabelConfig,
+    labeller: Labeller,
+    rng: np.random.Generator,
+    start: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Append the ``gfn2_min`` and ``gfn2_md`` frames of one molecule (rdkit ``mol`` with conformers) to ``out``,
+    relaxing from ``start`` (Å; default: the first conformer). Returns the geometries it visited (Å): the minimum,
+    then each dynamics frame (empty when the relaxation failed)."""
     from ase import Atoms
     from ase.md.velocitydistribution import thermalize_momenta
     from ase.optimize import BFGS
@@ -118,7 +125,9 @@ def gfn2_dynamics_plan(
 
     states = list(cfg.states)
     ground, others = states[0], states[1:]
-    atoms = Atoms(numbers=out.numbers, positions=mol.GetConformer(mol.GetConformers()[0].GetId()).GetPositions())
+    if start is None:
+        start = mol.GetConformer(mol.GetConformers()[0].GetId()).GetPositions()
+    atoms = Atoms(numbers=out.numbers, positions=start)
     atoms.calc = _ase_calculator(reference_surface(labeller, out.numbers, *ground))
     try:
         opt = BFGS(atoms, logfile=None, maxstep=0.1)
@@ -127,11 +136,12 @@ def gfn2_dynamics_plan(
     except LabelError as exc:
         out.stats[exc.cause] += 1
         out.stats["gfn2_relax_failed"] += 1
-        return
+        return []
     out.stats["gfn2_relax_converged" if converged else "gfn2_relax_unconverged"] += 1
     out.stats["gfn2_relax_steps"] += int(opt.nsteps)
     minimum = atoms.get_positions()
     _label_states(out, labeller, minimum, states, "gfn2_min", fmax)
+    visited = [minimum]
 
     temperature = float(rng.uniform(cfg.gfn2_t_min, cfg.gfn2_t_max))
     thermalize_momenta(atoms, temperature, rng=rng)
@@ -142,6 +152,67 @@ def gfn2_dynamics_plan(
         except LabelError as exc:
             out.stats[exc.cause] += 1
             out.stats["gfn2_md_failed"] += 1
-            return
+            return visited
         extra = [others[int(rng.integers(len(others)))]] if others else []
-        _label_states(out, labeller, atoms.get_positions(), [ground, *extra], "gfn2_md", temperature)
+        visited.append(atoms.get_positions())
+        _label_states(out, labeller, visited[-1], [ground, *extra], "gfn2_md", temperature)
+    return visited
+
+
+#: An H further than this (Å) from its acceptor in a visited geometry is not in a hydrogen bond there: no push.
+HBOND_MAX_A = 2.6
+
+
+def gfn2_hbond_plan(out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labeller, rng: np.random.Generator) -> None:
+    """The ``gfn2-hbond`` plan of one molecule (docs/data.md, "The hydrogen-bond supplement"):
+
+    1. one intramolecular hydrogen-bond motif (H, donor, acceptor; :func:`transip_md.train.sampling.hbond_triples`)
+       drawn at random, and the lowest MMFF94/UFF conformer with that H 1.7-2.1 Å from the acceptor;
+    2. the :func:`gfn2_dynamics_plan` frames from that conformer (its GFN2-xTB minimum in every state, then
+       Langevin frames);
+    3. ``cfg.target_frames`` ``hbond_push`` geometries: a visited geometry whose H...A is under 2.6 Å, the H moved
+       straight towards the acceptor to a distance in the k-th equal stratum of ``cfg.hbond_push`` (the start of a
+       proton transfer; param: the H...A distance, Å), in the ground state, on the second also one other state;
+    4. ``cfg.target_frames // 2`` ``compress_hbond`` geometries: donor (with its H) and acceptor brought together
+       to a distance in the k-th stratum of ``cfg.hbond_squeeze`` (param: the D...A distance, Å), ground state.
+
+    Where the hydrogen bond opened in every visited geometry (counted as ``hbond_open``), steps 3-4 start from the
+    classical conformer of step 1. A molecule without the motif adds nothing (``no_hbond_motif``).
+    """
+    from .label import _label_states
+    from .sampling import hbond_triples, hbonded_conformer, push_hydrogen, squeeze_hbond
+
+    triples = hbond_triples(mol)
+    if not triples:
+        out.stats["no_hbond_motif"] += 1
+        return
+    h, d, a = triples[int(rng.integers(len(triples)))]
+    start, _ = hbonded_conformer(mol, h, a)
+    visited = gfn2_dynamics_plan(out, mol, cfg, labeller, rng, start=start)
+    # the classical conformer itself when the reference surface opened the bond in every visited geometry
+    bases = [p for p in visited if np.linalg.norm(p[h] - p[a]) < HBOND_MAX_A] or [start]
+    if bases[0] is start:
+        out.stats["hbond_open"] += 1
+    states = list(cfg.states)
+    lo, hi = cfg.hbond_push
+    edges = np.linspace(lo, hi, cfg.target_frames + 1)
+    for k in range(cfg.target_frames):
+        base = bases[k % len(bases)]
+        target = float(rng.uniform(edges[k], edges[k + 1]))
+        if np.linalg.norm(base[h] - base[a]) <= target:
+            out.stats["hbond_already_short"] += 1
+            continue
+        extra = [states[1 + int(rng.integers(len(states) - 1))]] if k == 1 and len(states) > 1 else []
+        push = push_hydrogen(base, h, a, target)
+        _label_states(out, labeller, push.positions, [states[0], *extra], "hbond_push", target)
+    n_squeeze = cfg.target_frames // 2
+    lo, hi = cfg.hbond_squeeze
+    edges = np.linspace(lo, hi, n_squeeze + 1)
+    for k in range(n_squeeze):
+        base = bases[k % len(bases)]
+        target = float(rng.uniform(edges[k], edges[k + 1]))
+        if np.linalg.norm(base[d] - base[a]) <= target:
+            out.stats["hbond_already_short"] += 1
+            continue
+        squeeze = squeeze_hbond(mol, base, d, a, target)
+        _label_states(out, labeller, squeeze.positions, [states[0]], "compress_hbond", target)

@@ -377,3 +377,60 @@ def select_bond_supplement(
             out.append(_as_molecule(f"{prefix}-{parent.mol_id}", new, f"derived:{fragment}:{parent.mol_id}"))
             derived[fragment] += 1
     return Selection(out, choose_heldout(out, heldout_fraction, (), rng), rejected, derived)
+
+
+#: Intramolecular hydrogen bonds (the ``--motif hbond`` selection and the ``gfn2-hbond`` plan): a donor N or O that
+#: carries an H and an acceptor N or O this many bonds away, so that D-H...A closes a 5- or 6-membered ring (the
+#: N-H...O=C ring of an acylurea, the O-H...O=C ring of a salicylaldehyde or an enol).
+HBOND_RING_BONDS = (3, 4)
+
+
+def hbond_pairs(mol) -> list[tuple[int, int]]:
+    """(donor, acceptor) atom-index pairs of ``mol`` (rdkit, with or without explicit H) that can close an
+    intramolecular hydrogen-bond ring (:data:`HBOND_RING_BONDS`); acceptors with a positive formal charge (the N of
+    a nitro group) are left out."""
+    from rdkit import Chem
+
+    dist = Chem.GetDistanceMatrix(mol)
+    donors = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() in (7, 8) and a.GetTotalNumHs(True) > 0]
+    acceptors = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() in (7, 8) and a.GetFormalCharge() <= 0]
+    return [(d, a) for d in donors for a in acceptors if int(dist[d, a]) in HBOND_RING_BONDS]
+
+
+def select_motif_molecules(
+    n_molecules: int,
+    sources: Sequence[str | os.PathLike] | None = None,
+    exclude_smiles: set[str] | frozenset[str] = frozenset(),
+    heldout_fraction: float = 0.1,
+    elements: Sequence[str] = DEFAULT_ELEMENTS,
+    min_atoms: int = 4,
+    max_atoms: int = 40,
+    seed: int = 0,
+    size_bias: float = 4.0,
+    training_smiles: set[str] | frozenset[str] = frozenset(),
+) -> Selection:
+    """``n_molecules`` molecules of the pool (nothing derived) that hold an intramolecular hydrogen-bond motif
+    (:func:`hbond_pairs`), in the same small-molecule-biased seeded order as :func:`select_molecules`. Molecules whose
+    SMILES are in ``exclude_smiles`` (e.g. the held-out molecules of the sets a line trains on) are never chosen
+    (``excluded`` among the rejects; molecules without the motif count as ``no_motif``). Held-out: molecules in
+    ``training_smiles`` (the training side of those sets) keep that side, so a molecule shared by two files has one
+    flag; of the others a seeded ``heldout_fraction``, by molecule. Deterministic for a given ``seed``."""
+    from rdkit import Chem
+
+    allowed = set(elements) | {"H"}
+    pool, rejected = read_pool(sources or default_sources(), allowed, min_atoms, max_atoms)
+    kept = []
+    for m in pool:
+        if m.smiles in exclude_smiles:
+            rejected["excluded"] += 1
+        elif not hbond_pairs(Chem.MolFromSmiles(m.smiles)):
+            rejected["no_motif"] += 1
+        else:
+            kept.append(m)
+    rng = np.random.default_rng([seed, 13])
+    out = [kept[int(i)] for i in size_biased_order(kept, rng, size_bias)][:n_molecules]
+    new = [k for k, m in enumerate(out) if m.smiles not in training_smiles]
+    flags = [False] * len(out)
+    for k, held in zip(new, choose_heldout([out[k] for k in new], heldout_fraction, (), rng), strict=True):
+        flags[k] = held
+    return Selection(out, flags, rejected, Counter())

@@ -310,3 +310,68 @@ def matching_bonds(mol, patterns: Sequence[str]) -> list[tuple[int, int]]:
             if mol.GetBondBetweenAtoms(i, j) is not None and pair not in out:
                 out.append(pair)
     return out
+
+
+def hbond_triples(mol) -> list[tuple[int, int, int]]:
+    """(hydrogen, donor, acceptor) atom indices of every intramolecular hydrogen-bond motif of ``mol`` (rdkit, with
+    explicit H; :func:`transip_md.train.molecules.hbond_pairs`), one row per H on the donor."""
+    from .molecules import hbond_pairs
+
+    out = []
+    for d, a in hbond_pairs(mol):
+        for nb in mol.GetAtomWithIdx(d).GetNeighbors():
+            if nb.GetAtomicNum() == 1:
+                out.append((nb.GetIdx(), d, a))
+    return out
+
+
+def hbonded_conformer(mol, h: int, a: int, lo: float = 1.7, hi: float = 2.1) -> tuple[np.ndarray, float]:
+    """Positions (Å) and restrained MMFF94/UFF energy (kcal/mol) of the conformer of ``mol`` that holds H ``h``
+    within ``lo``-``hi`` Å of acceptor ``a`` at the lowest energy: every conformer of ``mol`` minimised with that
+    distance restrained (100 kcal/mol/Å^2 outside the window), the lowest-energy one kept. Energies of different
+    (h, a) pairs of one molecule compare (same force field): the lowest is its most natural hydrogen bond.
+    SamplingError(``no_force_field``) without parameters."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    best: tuple[float, np.ndarray] | None = None
+    mmff = AllChem.MMFFHasAllMoleculeParams(mol)
+    if not mmff and not AllChem.UFFHasAllMoleculeParams(mol):
+        raise SamplingError("no_force_field", "neither MMFF94 nor UFF has parameters for this molecule")
+    for conf in mol.GetConformers():
+        scratch = Chem.Mol(mol, confId=conf.GetId())
+        if mmff:
+            ff = AllChem.MMFFGetMoleculeForceField(scratch, AllChem.MMFFGetMoleculeProperties(scratch))
+            ff.MMFFAddDistanceConstraint(h, a, False, lo, hi, 100.0)
+        else:
+            ff = AllChem.UFFGetMoleculeForceField(scratch)
+            ff.UFFAddDistanceConstraint(h, a, False, lo, hi, 100.0)
+        ff.Minimize(maxIts=2000)
+        energy = float(ff.CalcEnergy())
+        if best is None or energy < best[0]:
+            best = (energy, np.array(ff.Positions()).reshape(-1, 3))
+    assert best is not None  # embed() gives at least one conformer
+    return best[1], best[0]
+
+
+def push_hydrogen(pos: np.ndarray, h: int, a: int, distance: float) -> Distortion:
+    """Move hydrogen ``h`` straight towards acceptor ``a`` until it is ``distance`` Å from it (the donor-H bond
+    stretches: the first half of a proton transfer); ratio: the new H...A distance over the old one."""
+    vec = pos[h] - pos[a]
+    d = float(np.linalg.norm(vec))
+    new = pos.copy()
+    new[h] = pos[a] + vec * (distance / d)
+    return Distortion(new, (h, a), distance / d)
+
+
+def squeeze_hbond(mol, pos: np.ndarray, d: int, a: int, distance: float) -> Distortion:
+    """Bring donor ``d`` (with the H atoms on it) and acceptor ``a`` to ``distance`` Å, each moving half-way along
+    their axis; ratio: the new D...A distance over the old one."""
+    vec = pos[a] - pos[d]
+    now = float(np.linalg.norm(vec))
+    shift = 0.5 * (now - distance) * vec / now
+    donor = [d] + [nb.GetIdx() for nb in mol.GetAtomWithIdx(d).GetNeighbors() if nb.GetAtomicNum() == 1]
+    new = pos.copy()
+    new[donor] += shift
+    new[a] -= shift
+    return Distortion(new, (d, a), distance / now)
