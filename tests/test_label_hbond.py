@@ -121,3 +121,16 @@ def test_motif_options_are_checked_and_named(tmp_path):
     with pytest.raises(SystemExit, match="no such data file: .*x.npz"):
         main(["label", out, "--motif", "hbond", "--exclude-heldout-of", str(DATA / "gfn2-organics-9el.npz"), out])
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_options_that_do_not_go_together_are_refused_where_the_config_is_made():
+    """One check, in LabelConfig itself: the library and the CLI refuse the same combinations with the same words."""
+    from transip_md.train.label import LabelConfigError
+
+    with pytest.raises(LabelConfigError, match="--motif is its own selection"):
+        LabelConfig(motif="hbond", bond_supplement=True)
+    with pytest.raises(LabelConfigError, match="not --bond-supplement"):
+        LabelConfig(bond_supplement=True, exclude_molecules_of="main.npz")
+    with pytest.raises(LabelConfigError, match="--n-conformers must be at least 1, got 0"):
+        LabelConfig(n_conformers=0)
+    assert isinstance(LabelConfigError("x"), ValueError)

@@ -175,21 +175,36 @@ def _distance_range(flag: str, text: str) -> tuple[float, float]:
 def _run_label(args: argparse.Namespace) -> int:
     if args.sampler == "xtb-md":
         return _run_label_xtbmd(args)
-    from .label import LabelConfig, run_labelling
+    from .label import LabelConfigError, run_labelling
 
     if args.target_frames < 1:
         raise SystemExit(f"--target-frames must be at least 1, got {args.target_frames}")
-    if args.exclude_molecules_of and args.bond_supplement:
-        raise SystemExit("--exclude-molecules-of applies to the element-balanced selection, not --bond-supplement")
-    if args.motif and (args.bond_supplement or args.exclude_molecules_of):
-        raise SystemExit("--motif is its own selection: not with --bond-supplement or --exclude-molecules-of")
-    if args.n_conformers < 1:
-        raise SystemExit(f"--n-conformers must be at least 1, got {args.n_conformers}")
     if args.gfn2_md_every < 1 or args.gfn2_md_steps < 0 or args.gfn2_md_timestep <= 0:
         raise SystemExit("need --gfn2-md-every >= 1, --gfn2-md-steps >= 0 and --gfn2-md-timestep > 0 fs")
     if not 0 < args.gfn2_t_min <= args.gfn2_t_max:
         raise SystemExit(f"need 0 K < --gfn2-t-min <= --gfn2-t-max, got {args.gfn2_t_min}, {args.gfn2_t_max}")
-    cfg = LabelConfig(
+    try:
+        cfg = _label_config(args)
+    except LabelConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    summary = run_labelling(
+        args.output,
+        cfg,
+        sources=args.smiles,
+        workers=args.workers,
+        progress=not args.no_progress,
+        limit=args.limit,
+        parts_dir=args.parts_dir,
+    )
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _label_config(args: argparse.Namespace):
+    """The LabelConfig of ``transip-md label``'s arguments (LabelConfigError for options that do not go together)."""
+    from .label import LabelConfig
+
+    return LabelConfig(
         elements=tuple(s.strip() for s in args.elements.split(",") if s.strip()),
         min_atoms=args.min_atoms,
         max_atoms=args.max_atoms,
@@ -229,17 +244,6 @@ def _run_label(args: argparse.Namespace) -> int:
         calculator=args.calculator,
         calculator_kwargs=json.loads(args.calculator_kwargs),
     )
-    summary = run_labelling(
-        args.output,
-        cfg,
-        sources=args.smiles,
-        workers=args.workers,
-        progress=not args.no_progress,
-        limit=args.limit,
-        parts_dir=args.parts_dir,
-    )
-    print(json.dumps(summary, indent=1))
-    return 0
 
 
 def _run_label_xtbmd(args: argparse.Namespace) -> int:

@@ -127,6 +127,21 @@ class LabelConfig:
     calculator: str = "tblite"  # or "module:Class" (an ASE calculator)
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse options that do not go together (the one place this is checked; the CLI shows the message)."""
+        if self.exclude_molecules_of and self.bond_supplement:
+            raise LabelConfigError(
+                "--exclude-molecules-of applies to the element-balanced selection, not --bond-supplement"
+            )
+        if self.motif is not None and (self.bond_supplement or self.exclude_molecules_of):
+            raise LabelConfigError("--motif is its own selection: not with --bond-supplement or --exclude-molecules-of")
+        if self.n_conformers < 1:
+            raise LabelConfigError(f"--n-conformers must be at least 1, got {self.n_conformers}")
+
+
+class LabelConfigError(ValueError):
+    """Labelling options that do not go together; the message names them by their command-line flags."""
+
 
 class LabelError(RuntimeError):
     def __init__(self, cause: str, message: str) -> None:
@@ -484,8 +499,6 @@ def _smiles_of(paths: str | Sequence[str] | None, heldout_only: bool) -> set[str
 def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) -> Selection:
     """The molecules to label: the element-balanced selection, the bond supplement, or a motif selection."""
     if cfg.motif is not None:
-        if cfg.bond_supplement or cfg.exclude_molecules_of:
-            raise ValueError("--motif is its own selection: not with --bond-supplement or --exclude-molecules-of")
         if cfg.n_molecules is None:
             raise ValueError("a motif selection needs --n-molecules")
         heldout = _smiles_of(cfg.exclude_heldout_of, heldout_only=True)
@@ -512,8 +525,6 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
             cfg.seed,
             exclude_smiles=_smiles_of(cfg.exclude_molecules_of, heldout_only=False),
         )
-    if cfg.exclude_molecules_of:
-        raise ValueError("--exclude-molecules-of applies to the element-balanced selection, not the bond supplement")
     if cfg.n_molecules is None:
         raise ValueError("the bond supplement needs --n-molecules")
     return select_bond_supplement(
