@@ -112,9 +112,9 @@ def test_motif_options_are_checked_and_named(tmp_path):
         main(["label", out, "--motif", "hbond", "--bond-supplement"])
     with pytest.raises(SystemExit, match="--motif is its own selection"):
         main(["label", out, "--motif", "hbond", "--exclude-molecules-of", out])
-    with pytest.raises(SystemExit, match=r"--hbond-push: need 0 < LO < HI Å, got 1.7, 1.0"):
+    with pytest.raises(SystemExit, match=r"--hbond-push: need 0 < LO < HI \(Å\), got 1.7, 1.0"):
         main(["label", out, "--plan", "gfn2-hbond", "--motif", "hbond", "--hbond-push", "1.7,1.0"])
-    with pytest.raises(SystemExit, match="--hbond-squeeze: 'x' is not LO,HI"):
+    with pytest.raises(SystemExit, match=r"--hbond-squeeze: 'x' is not LO,HI \(two numbers, Å\)"):
         main(["label", out, "--plan", "gfn2-hbond", "--motif", "hbond", "--hbond-squeeze", "x"])
     with pytest.raises(SystemExit, match="--n-conformers must be at least 1"):
         main(["label", out, "--n-conformers", "0"])

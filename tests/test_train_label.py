@@ -238,7 +238,7 @@ def test_manifest_of_the_main_selection_has_no_later_fields():
 
 
 def test_target_bond_options_are_checked_and_named():
-    from transip_md.train.commands import _stretch_range, _target_bonds
+    from transip_md.train.commands import _range, _target_bonds
     from transip_md.train.molecules import SOFT_BONDS
 
     assert _target_bonds(None) is None and _target_bonds("soft") == SOFT_BONDS
@@ -247,8 +247,8 @@ def test_target_bond_options_are_checked_and_named():
         _target_bonds("[#6]-[F],[#6]")
     with pytest.raises(SystemExit, match="'C-C-C'"):
         _target_bonds("C-C-C")
-    assert _stretch_range("1.1,1.5") == (1.1, 1.5)
+    assert _range("--target-stretch", "1.1,1.5", "x bond length") == (1.1, 1.5)
     with pytest.raises(SystemExit, match="0 < LO < HI"):
-        _stretch_range("1.5,1.1")
+        _range("--target-stretch", "1.5,1.1", "x bond length")
     with pytest.raises(SystemExit, match="LO,HI"):
-        _stretch_range("1.5")
+        _range("--target-stretch", "1.5", "x bond length")

@@ -150,25 +150,14 @@ def _target_bonds(text: str | None) -> tuple[str, ...] | None:
     return bonds
 
 
-def _stretch_range(text: str) -> tuple[float, float]:
-    """--target-stretch LO,HI (x bond length), 0 < LO < HI."""
+def _range(flag: str, text: str, unit: str) -> tuple[float, float]:
+    """A LO,HI option value, 0 < LO < HI, in ``unit`` (e.g. 'x bond length', 'Å'), named by ``flag`` when wrong."""
     try:
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
-        raise SystemExit(f"--target-stretch: {text!r} is not LO,HI (two numbers, x bond length)") from None
+        raise SystemExit(f"{flag}: {text!r} is not LO,HI (two numbers, {unit})") from None
     if not 0 < lo < hi:
-        raise SystemExit(f"--target-stretch: need 0 < LO < HI, got {lo}, {hi}")
-    return lo, hi
-
-
-def _distance_range(flag: str, text: str) -> tuple[float, float]:
-    """A LO,HI pair of distances in Å, 0 < LO < HI."""
-    try:
-        lo, hi = (float(x) for x in text.split(","))
-    except ValueError:
-        raise SystemExit(f"{flag}: {text!r} is not LO,HI (two distances in Å)") from None
-    if not 0 < lo < hi:
-        raise SystemExit(f"{flag}: need 0 < LO < HI Å, got {lo}, {hi}")
+        raise SystemExit(f"{flag}: need 0 < LO < HI ({unit}), got {lo}, {hi}")
     return lo, hi
 
 
@@ -228,12 +217,12 @@ def _label_config(args: argparse.Namespace):
         ),
         motif=args.motif,
         n_conformers=args.n_conformers,
-        hbond_push=_distance_range("--hbond-push", args.hbond_push),
-        hbond_squeeze=_distance_range("--hbond-squeeze", args.hbond_squeeze),
+        hbond_push=_range("--hbond-push", args.hbond_push, "Å"),
+        hbond_squeeze=_range("--hbond-squeeze", args.hbond_squeeze, "Å"),
         exclude_molecules_of=args.exclude_molecules_of,
         graft_groups=_graft_groups(args.graft_groups, args.bond_supplement),
         target_bonds=_target_bonds(args.target_bonds),
-        target_stretch=_stretch_range(args.target_stretch),
+        target_stretch=_range("--target-stretch", args.target_stretch, "x bond length"),
         target_frames=args.target_frames,
         plan=args.plan,
         gfn2_md_steps=args.gfn2_md_steps,
