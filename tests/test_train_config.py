@@ -262,6 +262,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage12.yaml", "transip-v2-stage12"),
         ("v2-stage13.yaml", "transip-v2-stage13"),
         ("v2-stage14.yaml", "transip-v2-stage14"),
+        ("v2-stage15.yaml", "transip-v2-stage15"),
     ],
     ids=[
         "stage3",
@@ -285,6 +286,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage12",
         "v2-stage13",
         "v2-stage14",
+        "v2-stage15",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
