@@ -54,10 +54,10 @@ def heldout_motif_molecules(paths: list[str]) -> list[tuple[str, str]]:
     return [(mol_id, smi) for _, mol_id, smi in sorted(found.values())]
 
 
-def start_geometry(smiles: str, xtb) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int], bool]:
-    """(numbers, GFN2-xTB-relaxed positions Å, (h, d, a), hydrogen bond still formed) from the H-bonded conformer of
-    the molecule's most natural motif: of every (H, donor, acceptor), the one whose restrained conformer has the lowest
-    MMFF94/UFF energy."""
+def start_geometry(smiles: str, xtb) -> tuple[object, np.ndarray, tuple[int, int, int], bool]:
+    """(rdkit molecule with explicit H, GFN2-xTB-relaxed positions Å, (h, d, a), hydrogen bond still formed) from the
+    H-bonded conformer of the molecule's most natural motif: of every (H, donor, acceptor), the one whose restrained
+    conformer has the lowest MMFF94/UFF energy."""
     from ase import Atoms
     from ase.optimize import BFGS
 
@@ -70,7 +70,7 @@ def start_geometry(smiles: str, xtb) -> tuple[np.ndarray, np.ndarray, tuple[int,
     atoms.calc = xtb
     BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
     formed = bool(atoms.get_distance(h, a) < FORMED_A)
-    return atoms.numbers.copy(), atoms.positions.copy(), (h, d, a), formed
+    return mol, atoms.positions.copy(), (h, d, a), formed
 
 
 def scan_geometries(mol, pos: np.ndarray, triple: tuple[int, int, int]) -> dict[str, list[tuple[float, np.ndarray]]]:
@@ -112,7 +112,6 @@ def false_well(curve: np.ndarray) -> bool:
 
 def run(models: list[str], data: list[str], n: int) -> dict:
     import torch
-    from rdkit import Chem
 
     from transip_md.ase import TransIPCalculator
 
@@ -122,21 +121,25 @@ def run(models: list[str], data: list[str], n: int) -> dict:
     for mol_id, smiles in heldout_motif_molecules(data):
         if len(rows) >= n:
             break
-        numbers, pos, triple, formed = start_geometry(smiles, gfn2())
+        mol, pos, triple, formed = start_geometry(smiles, gfn2())
         h_a = float(np.linalg.norm(pos[triple[0]] - pos[triple[2]]))
         if not formed:
             skipped.append({"mol_id": mol_id, "smiles": smiles, "start_h_a_A": h_a})
             continue
-        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        numbers = np.array([at.GetAtomicNum() for at in mol.GetAtoms()])
         row = {"mol_id": mol_id, "smiles": smiles, "atoms": int(len(numbers)), "h_d_a": [int(x) for x in triple]}
         row["start_h_a_A"] = h_a
-        for kind, geoms in scan_geometries(mol, pos, triple).items():
-            everything = [pos] + [g for _, g in geoms]
-            ref = energies(numbers, everything)
-            row[kind] = {"target_A": [r for r, _ in geoms], "gfn2_eV": (ref[1:] - ref[0]).tolist()}
-            for m, calc in calcs.items():
-                e = energies(numbers, everything, calc)
-                row[kind][m] = (e[1:] - e[0]).tolist()
+        scans = scan_geometries(mol, pos, triple)
+        # the start, then every scan geometry: one energy each per method, every scan relative to that start
+        everything = [pos] + [g for geoms in scans.values() for _, g in geoms]
+        energy = {"gfn2_eV": energies(numbers, everything)}
+        energy.update({m: energies(numbers, everything, calc) for m, calc in calcs.items()})
+        first = 1
+        for kind, geoms in scans.items():
+            rows_of_kind = slice(first, first + len(geoms))
+            row[kind] = {"target_A": [r for r, _ in geoms]}
+            row[kind].update({key: (e[rows_of_kind] - e[0]).tolist() for key, e in energy.items()})
+            first += len(geoms)
         rows.append(row)
     return {"rows": rows, "not_formed": skipped}
 

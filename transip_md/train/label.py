@@ -245,6 +245,12 @@ class MoleculeFrames:
         return self.n_geometries - 1
 
 
+def other_state(states: Sequence[tuple[int, int]], rng: np.random.Generator) -> list[tuple[int, int]]:
+    """One of the non-ground ``states`` (``states[1:]``) drawn with ``rng``, as a one-element list; [] (no draw)
+    when there is only the ground state."""
+    return [states[1 + int(rng.integers(len(states) - 1))]] if len(states) > 1 else []
+
+
 def _label_states(
     out: MoleculeFrames,
     labeller: Labeller,
@@ -349,7 +355,7 @@ def _plan(
     ]
 
     def other() -> list[tuple[int, int]]:
-        return [others[int(rng.integers(len(others)))]] if others else []
+        return other_state(states, rng)
 
     _label_states(out, labeller, thermal[0], states, "thermal", float(temps[0]))
     _label_states(out, labeller, thermal[1], [ground, *other()], "thermal", float(temps[1]))
@@ -392,7 +398,7 @@ def _stretch_targets(
     for k in range(cfg.target_frames):
         bond = bonds[int(rng.integers(len(bonds)))]
         d = scale_bond(mol, thermal[k % len(thermal)], rng, float(edges[k]), float(edges[k + 1]), bond=bond)
-        extra = [states[1 + int(rng.integers(len(states) - 1))]] if k == 1 and len(states) > 1 else []
+        extra = other_state(states, rng) if k == 1 else []
         _label_states(out, labeller, d.positions, [states[0], *extra], "stretch_target", d.ratio)
 
 
@@ -482,18 +488,27 @@ def _check_manifest(parts_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest))
 
 
+def _smiles_by_side(paths: str | Sequence[str] | None) -> tuple[set[str], set[str]]:
+    """Canonical SMILES of the molecules of compact data file(s) ``paths``: (held-out ones, the others); both
+    empty without a path. Each file is read once."""
+    held_out: set[str] = set()
+    others: set[str] = set()
+    if not paths:
+        return held_out, others
+    from .data import load_compact
+
+    for path in [paths] if isinstance(paths, str) else paths:
+        a = load_compact(path)
+        for smi, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True):
+            (held_out if held else others).add(str(smi))
+    return held_out, others
+
+
 def _smiles_of(paths: str | Sequence[str] | None, heldout_only: bool) -> set[str]:
     """Canonical SMILES of the molecules of compact data file(s) ``paths`` (only their held-out ones if
     ``heldout_only``; none without a path)."""
-    if not paths:
-        return set()
-    from .data import load_compact
-
-    out: set[str] = set()
-    for path in [paths] if isinstance(paths, str) else paths:
-        a = load_compact(path)
-        out |= {str(s) for s, held in zip(a["mol_smiles"], a["mol_heldout"], strict=True) if held or not heldout_only}
-    return out
+    held_out, others = _smiles_by_side(paths)
+    return held_out if heldout_only else held_out | others
 
 
 def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) -> Selection:
@@ -501,7 +516,7 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
     if cfg.motif is not None:
         if cfg.n_molecules is None:
             raise ValueError("a motif selection needs --n-molecules")
-        heldout = _smiles_of(cfg.exclude_heldout_of, heldout_only=True)
+        heldout, training = _smiles_by_side(cfg.exclude_heldout_of)
         return select_motif_molecules(
             cfg.n_molecules,
             sources,
@@ -511,7 +526,7 @@ def _selection(cfg: LabelConfig, sources: Sequence[str | os.PathLike] | None) ->
             cfg.min_atoms,
             cfg.max_atoms,
             cfg.seed,
-            training_smiles=_smiles_of(cfg.exclude_heldout_of, heldout_only=False) - heldout,
+            training_smiles=training - heldout,
         )
     if not cfg.bond_supplement:
         return select_molecules(

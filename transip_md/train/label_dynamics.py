@@ -121,10 +121,10 @@ def gfn2_dynamics_plan(
     from ase.md.velocitydistribution import thermalize_momenta
     from ase.optimize import BFGS
 
-    from .label import _label_states
+    from .label import _label_states, other_state
 
     states = list(cfg.states)
-    ground, others = states[0], states[1:]
+    ground = states[0]
     if start is None:
         start = mol.GetConformer(mol.GetConformers()[0].GetId()).GetPositions()
     atoms = Atoms(numbers=out.numbers, positions=start)
@@ -153,7 +153,7 @@ def gfn2_dynamics_plan(
             out.stats[exc.cause] += 1
             out.stats["gfn2_md_failed"] += 1
             return visited
-        extra = [others[int(rng.integers(len(others)))]] if others else []
+        extra = other_state(states, rng)
         visited.append(atoms.get_positions())
         _label_states(out, labeller, visited[-1], [ground, *extra], "gfn2_md", temperature)
     return visited
@@ -179,7 +179,7 @@ def gfn2_hbond_plan(out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labell
     Where the hydrogen bond opened in every visited geometry (counted as ``hbond_open``), steps 3-4 start from the
     classical conformer of step 1. A molecule without the motif adds nothing (``no_hbond_motif``).
     """
-    from .label import _label_states
+    from .label import _label_states, other_state
     from .sampling import hbond_triples, hbonded_conformer, push_hydrogen, squeeze_hbond
 
     triples = hbond_triples(mol)
@@ -202,7 +202,7 @@ def gfn2_hbond_plan(out: MoleculeFrames, mol, cfg: LabelConfig, labeller: Labell
         if np.linalg.norm(base[h] - base[a]) <= target:
             out.stats["hbond_already_short"] += 1
             continue
-        extra = [states[1 + int(rng.integers(len(states) - 1))]] if k == 1 and len(states) > 1 else []
+        extra = other_state(states, rng) if k == 1 else []
         push = push_hydrogen(base, h, a, target)
         _label_states(out, labeller, push.positions, [states[0], *extra], "hbond_push", target)
     n_squeeze = cfg.target_frames // 2

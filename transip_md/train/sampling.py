@@ -97,12 +97,13 @@ class ClassicalSurface:
     def energy(self, pos: np.ndarray) -> float:
         return float(self.ff.CalcEnergy(pos.ravel().tolist()))
 
-    def minimise(self, pos: np.ndarray, max_iters: int = 500) -> np.ndarray:
-        """Positions after rdkit's BFGS minimisation from ``pos`` (Å)."""
+    def _scratch_force_field(self, pos: np.ndarray):
+        """(scratch molecule, a fresh force field of this molecule's kind on it at ``pos`` Å): a copy, so that the
+        molecule's own conformers and force field stay untouched. The caller keeps the scratch molecule alive while
+        it uses the force field (rdkit's force field points into it; measured: a segfault otherwise)."""
         from rdkit import Chem
         from rdkit.Chem import AllChem
 
-        # Minimise on a scratch copy so the molecule's own conformers and force field stay untouched.
         scratch = Chem.Mol(self.mol)
         scratch.RemoveAllConformers()
         conf = Chem.Conformer(len(pos))
@@ -111,11 +112,27 @@ class ClassicalSurface:
         scratch.AddConformer(conf, assignId=True)
         if self.name == "MMFF94":
             props = AllChem.MMFFGetMoleculeProperties(scratch)
-            ff = AllChem.MMFFGetMoleculeForceField(scratch, props)
-        else:
-            ff = AllChem.UFFGetMoleculeForceField(scratch)
+            return scratch, AllChem.MMFFGetMoleculeForceField(scratch, props)
+        return scratch, AllChem.UFFGetMoleculeForceField(scratch)
+
+    def minimise(self, pos: np.ndarray, max_iters: int = 500) -> np.ndarray:
+        """Positions after rdkit's BFGS minimisation from ``pos`` (Å)."""
+        _scratch, ff = self._scratch_force_field(pos)
         ff.Minimize(maxIts=max_iters)
         return np.array(ff.Positions()).reshape(-1, 3)
+
+    def minimise_restrained(
+        self, pos: np.ndarray, pair: tuple[int, int], lo: float, hi: float, max_iters: int = 2000
+    ) -> tuple[np.ndarray, float]:
+        """(positions Å, energy kcal/mol including the restraint) after minimising from ``pos`` with the distance of
+        atoms ``pair`` held within ``lo``-``hi`` Å (100 kcal/mol/Å^2 outside the window)."""
+        _scratch, ff = self._scratch_force_field(pos)
+        if self.name == "MMFF94":
+            ff.MMFFAddDistanceConstraint(*pair, False, lo, hi, 100.0)
+        else:
+            ff.UFFAddDistanceConstraint(*pair, False, lo, hi, 100.0)
+        ff.Minimize(maxIts=max_iters)
+        return np.array(ff.Positions()).reshape(-1, 3), float(ff.CalcEnergy())
 
 
 def thermal_md(
@@ -328,30 +345,12 @@ def hbond_triples(mol) -> list[tuple[int, int, int]]:
 def hbonded_conformer(mol, h: int, a: int, lo: float = 1.7, hi: float = 2.1) -> tuple[np.ndarray, float]:
     """Positions (Å) and restrained MMFF94/UFF energy (kcal/mol) of the conformer of ``mol`` that holds H ``h``
     within ``lo``-``hi`` Å of acceptor ``a`` at the lowest energy: every conformer of ``mol`` minimised with that
-    distance restrained (100 kcal/mol/Å^2 outside the window), the lowest-energy one kept. Energies of different
-    (h, a) pairs of one molecule compare (same force field): the lowest is its most natural hydrogen bond.
+    distance restrained (:meth:`ClassicalSurface.minimise_restrained`), the lowest-energy one kept. Energies of
+    different (h, a) pairs of one molecule compare (same force field): the lowest is its most natural hydrogen bond.
     SamplingError(``no_force_field``) without parameters."""
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
-
-    best: tuple[float, np.ndarray] | None = None
-    mmff = AllChem.MMFFHasAllMoleculeParams(mol)
-    if not mmff and not AllChem.UFFHasAllMoleculeParams(mol):
-        raise SamplingError("no_force_field", "neither MMFF94 nor UFF has parameters for this molecule")
-    for conf in mol.GetConformers():
-        scratch = Chem.Mol(mol, confId=conf.GetId())
-        if mmff:
-            ff = AllChem.MMFFGetMoleculeForceField(scratch, AllChem.MMFFGetMoleculeProperties(scratch))
-            ff.MMFFAddDistanceConstraint(h, a, False, lo, hi, 100.0)
-        else:
-            ff = AllChem.UFFGetMoleculeForceField(scratch)
-            ff.UFFAddDistanceConstraint(h, a, False, lo, hi, 100.0)
-        ff.Minimize(maxIts=2000)
-        energy = float(ff.CalcEnergy())
-        if best is None or energy < best[0]:
-            best = (energy, np.array(ff.Positions()).reshape(-1, 3))
-    assert best is not None  # embed() gives at least one conformer
-    return best[1], best[0]
+    surface = ClassicalSurface(mol)
+    results = [surface.minimise_restrained(c.GetPositions(), (h, a), lo, hi) for c in mol.GetConformers()]
+    return min(results, key=lambda r: r[1])  # embed() gives at least one conformer
 
 
 def push_hydrogen(pos: np.ndarray, h: int, a: int, distance: float) -> Distortion:
