@@ -187,3 +187,74 @@ def test_evaluate_validation_side_of_a_config_with_its_own_validation_files(smal
     direct = evaluate_model(default_model_path(), [path], symmetry_structures=0)
     assert result["frames"] == len(read_frames(path)[0]) == direct["frames"]
     np.testing.assert_allclose(result["overall"]["force_mae_meV_per_A"], direct["overall"]["force_mae_meV_per_A"])
+
+
+def test_evaluate_training_side_is_the_trainers_split(small_set, tmp_path, capsys):
+    """``--training CONFIG`` evaluates exactly the molecules the trainer trains on (never a held-out or a validation
+    one; train-only files join it), and with data only the frames read from those files."""
+    from transip_md.train.data import read_frames
+    from transip_md.train.heldout import partition
+
+    a = load_compact(default_dataset_path())
+    chosen = _choose(a, held=1, training=5, max_geometries=1, max_atoms=16)
+    data = tmp_path / "five.npz"
+    _write_parts(data, a, chosen, [bool(a["mol_heldout"][k]) for k, _ in chosen])
+    extra, _ = small_set  # two held-out molecules and one training molecule
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data: [{data}]\ntrain_only_data: [{extra}]\nval_fraction: 0.3\nsplit_seed: 3\n"
+        "model:\n  elements: [1, 6, 7, 8, 9, 15, 16, 17, 35]\n"
+    )
+    frames, _ = read_frames(data)
+    train_ids, val_ids, held_ids = partition(frames, 0.3, 3)
+    train_mols = {frames[i].mol_id for i in train_ids}
+    assert val_ids and held_ids and len(train_mols) >= 2
+    extra_frames, _ = read_frames(extra)
+    extra_train = [f for f in extra_frames if not f.heldout]
+
+    model = str(default_model_path())
+    assert main(["evaluate", model, "--training", str(config), "--json", "--symmetry-structures", "0"]) == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert everything["side"] == "training" and everything["frames"] == len(train_ids) + len(extra_train)
+
+    assert main(["evaluate", model, str(data), "--training", str(config), "--json", "--symmetry-structures", "0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    only_train = tmp_path / "training_only.npz"
+    _write_parts(only_train, a, [c for c in chosen if str(a["mol_id"][c[0]]) in train_mols], [False] * len(train_mols))
+    assert main(["evaluate", model, str(only_train), "--json", "--symmetry-structures", "0"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert result["frames"] == len(train_ids) == direct["frames"]
+    for key in ("energy_mae_meV_per_atom", "force_mae_meV_per_A"):
+        np.testing.assert_allclose(result["overall"][key], direct["overall"][key], rtol=1e-6)
+
+    # a sample of molecules: exactly that many, the same on every call, and all of the side when it asks for more
+    from transip_md.train.evaluate import sample_molecules, training_side
+
+    frames_all, ids, _ = training_side(config, only_from=[data])
+    one = sample_molecules(frames_all, ids, 1, seed=0)
+    assert len({frames_all[i].mol_id for i in one}) == 1 and set(one) <= set(ids)
+    assert one == sample_molecules(frames_all, ids, 1, seed=0)
+    assert one == [i for i in ids if frames_all[i].mol_id == frames_all[one[0]].mol_id]  # every frame of it
+    assert sample_molecules(frames_all, ids, 100) == list(ids)
+    from transip_md.train.evaluate import evaluate_model
+
+    sampled = evaluate_model(model, [data], training_of=config, molecules=1, symmetry_structures=0)
+    assert sampled["frames"] == len(one)
+
+
+def test_evaluate_training_side_refuses_a_second_side_and_a_file_it_did_not_train_on(small_set, tmp_path):
+    from transip_md.train.evaluate import evaluate_model
+
+    path, _ = small_set
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: [{path}]\nval_fraction: 0.0\n")
+    with pytest.raises(ValueError, match="choose one side"):
+        evaluate_model(default_model_path(), training_of=config, heldout_only=True)
+    with pytest.raises(ValueError, match="choose one side"):
+        evaluate_model(default_model_path(), training_of=config, validation_of=config)
+    with pytest.raises(
+        ValueError, match="no frame of the run's training side was read from .*" + default_dataset_path().name
+    ):
+        evaluate_model(default_model_path(), [default_dataset_path()], training_of=config)
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate_model(default_model_path(), training_of=config, molecules=0)

@@ -562,6 +562,16 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         help="instead of data: the whole validation side of the training run this config (YAML/TOML, or the run's "
         "config.json) describes, split as the trainer splits it (for choosing between runs without the held-out set)",
     )
+    p.add_argument(
+        "--training",
+        metavar="CONFIG",
+        help="instead of the held-out side: the training side of the run this config (or the run's config.json) "
+        "describes, split as the trainer splits it; with data, only the frames read from those files (beside the "
+        "held-out errors, it tells under-fitting from a generalisation gap)",
+    )
+    p.add_argument(
+        "--molecules", type=int, metavar="N", help="a random sample of N molecules of the chosen side (seed 0)"
+    )
     p.add_argument("--max-atoms", type=int, default=512, help="atoms per evaluation batch")
     p.add_argument("--symmetry-structures", type=int, default=8, help="structures for the symmetry error")
     p.add_argument("--symmetry-rotations", type=int, default=8, help="random rotations per structure")
@@ -583,6 +593,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         heldout_only=args.heldout,
         vertical=args.vertical,
         validation_of=args.validation,
+        training_of=args.training,
+        molecules=args.molecules,
     )
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..model import load_compiled
 from .config import ConfigError, TrainConfig, read_config_file
@@ -33,30 +36,47 @@ def evaluate_model(
     heldout_only: bool = False,
     vertical: bool = False,
     validation_of: str | os.PathLike | None = None,
+    training_of: str | os.PathLike | None = None,
+    molecules: int | None = None,
+    sample_seed: int = 0,
 ) -> dict[str, Any]:
     """Errors of a model file on ``data`` (default: the shipped set); ``heldout_only``: its held-out molecules;
-    ``validation_of`` (a training config or a run's config.json): that run's whole validation side instead."""
+    ``validation_of`` (a training config or a run's config.json): that run's whole validation side instead;
+    ``training_of``: that run's training side (only the frames read from ``data`` when it is given), to set
+    beside the held-out errors (a gap between the two is generalisation, none is under-fitting).
+    ``molecules``: a random sample of that many molecules of the chosen side (``sample_seed``)."""
     from ..data import default_dataset_path
 
+    if sum((validation_of is not None, training_of is not None, heldout_only)) > 1:
+        raise ValueError("choose one side: --heldout, --validation CONFIG or --training CONFIG")
+    if validation_of is not None and data:
+        raise ValueError("give either a training config (its validation side) or data / --heldout, not both")
     model = load_compiled(model_path)
+    side = "validation" if validation_of is not None else "training" if training_of is not None else None
     if validation_of is not None:
-        if data or heldout_only:
-            raise ValueError("give either a training config (its validation side) or data / --heldout, not both")
         frames, ids, report = validation_side(validation_of, skip_bad=skip_bad)
         source: Any = validation_of
+    elif training_of is not None:
+        frames, ids, report = training_side(training_of, only_from=data, skip_bad=skip_bad)
+        source = training_of
     else:
         frames, report = read_frames(data or default_dataset_path(), elements=model.elements, skip_bad=skip_bad)
         ids = heldout_split(frames)[1] if heldout_only else list(range(len(frames)))
         source = data or default_dataset_path()
     if not ids:
-        raise ValueError(f"{source}: no frames to evaluate (no held-out molecules flagged, or no validation side?)")
+        raise ValueError(
+            f"{source}: no frames to evaluate (no held-out molecules flagged, no validation side, or no training "
+            "frame read from the given files?)"
+        )
+    if molecules is not None:
+        ids = sample_molecules(frames, ids, molecules, sample_seed)
     preds = predict_frames(model.module, frames, ids, TopologyCache(frames, model.cutoff), max_atoms)
     # Symmetry on structures spread over the set.
     step = max(1, len(ids) // max(1, symmetry_structures))
     sym_ids = ids[::step][:symmetry_structures]
     result = {
         "model": str(model_path),
-        "side": "validation" if validation_of is not None else "held-out" if heldout_only else "all",
+        "side": side or ("held-out" if heldout_only else "all"),
         "frames": len(ids),
         "skipped_frames": report.skipped_frames,
         "skipped_files": report.skipped_files,
@@ -81,6 +101,50 @@ def validation_side(config: str | os.PathLike, skip_bad: bool = False) -> tuple[
     cfg.skip_bad = skip_bad
     frames, _, val_ids, reports = training_sides(cfg)
     return frames, val_ids, reports[-1 if cfg.val_data else 0]  # the files the validation side came from
+
+
+def training_side(
+    config: str | os.PathLike,
+    only_from: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    skip_bad: bool = False,
+) -> tuple[list[Frame], list[int], ReadReport]:
+    """Frames and indices of a training run's training side, split exactly as the trainer splits it (its ``data``
+    and ``train_only_data`` files, held-out and validation molecules left out); with ``only_from`` (files among
+    those), only the frames read from them."""
+    cfg = TrainConfig.from_dict(read_config_file(config))
+    if not cfg.data:
+        raise ConfigError(f"{config}: the config names no training data")
+    cfg.skip_bad = skip_bad
+    frames, train_ids, _, reports = training_sides(cfg)
+    if only_from:
+        wanted = [Path(p).resolve() for p in ([only_from] if isinstance(only_from, str | os.PathLike) else only_from)]
+        kept: list[int] = []
+        for w in wanted:
+            hits = [i for i in train_ids if _read_from(frames[i], w)]
+            if not hits:
+                raise ValueError(f"{config}: no frame of the run's training side was read from {w}")
+            kept += hits
+        train_ids = sorted(set(kept))
+    return frames, train_ids, reports[0]
+
+
+def _read_from(frame: Frame, path: Path) -> bool:
+    """Whether ``frame`` was read from the file ``path`` (resolved) or from a file under that folder."""
+    file = Path(frame.source.rpartition(": frame ")[0]).resolve()
+    return file == path or path in file.parents
+
+
+def sample_molecules(frames: Sequence[Frame], ids: Sequence[int], n: int, seed: int = 0) -> list[int]:
+    """The frames (of ``ids``) of ``n`` molecules drawn at random with ``seed`` (all of them when there are at
+    most ``n``); frames without a molecule id count as molecules of their own."""
+    if n < 1:
+        raise ValueError(f"--molecules must be at least 1, got {n}")
+    key = {i: frames[i].mol_id if frames[i].mol_id is not None else f"#frame{i}" for i in ids}
+    names = sorted(set(key.values()))
+    if len(names) <= n:
+        return list(ids)
+    chosen = set(np.asarray(names)[np.random.default_rng(seed).choice(len(names), size=n, replace=False)].tolist())
+    return [i for i in ids if key[i] in chosen]
 
 
 def format_table(result: dict[str, Any]) -> str:
