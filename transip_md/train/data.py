@@ -265,6 +265,12 @@ def data_hash(frames: Sequence[Frame]) -> str:
     return h.hexdigest()
 
 
+def molecule_key(frame: Frame, index: int) -> str:
+    """The molecule a frame belongs to for splitting and sampling: its ``mol_id``, or (without one) the frame
+    ``index`` itself, a molecule of its own."""
+    return frame.mol_id if frame.mol_id is not None else f"#frame{index}"
+
+
 def split(frames: Sequence[Frame], val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """Deterministic (train, validation) frame indices; all frames of one ``mol_id`` on the same side.
 
@@ -273,7 +279,7 @@ def split(frames: Sequence[Frame], val_fraction: float, seed: int = 0) -> tuple[
     """
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(frames):
-        groups.setdefault(f.mol_id if f.mol_id is not None else f"#frame{i}", []).append(i)
+        groups.setdefault(molecule_key(f, i), []).append(i)
     keys = sorted(groups)
     order = np.random.default_rng(seed).permutation(len(keys))
     target = val_fraction * len(frames)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..model import load_compiled
 from .config import ConfigError, TrainConfig, read_config_file
-from .data import Frame, ReadReport, TopologyCache, heldout_split, read_frames
+from .data import Frame, ReadReport, TopologyCache, heldout_split, molecule_key, read_frames
 from .heldout import training_sides
 from .metrics import (
     error_sums,
@@ -52,21 +53,23 @@ def evaluate_model(
     if validation_of is not None and data:
         raise ValueError("give either a training config (its validation side) or data / --heldout, not both")
     model = load_compiled(model_path)
-    side = "validation" if validation_of is not None else "training" if training_of is not None else None
     if validation_of is not None:
         frames, ids, report = validation_side(validation_of, skip_bad=skip_bad)
         source: Any = validation_of
+        side = "validation"
     elif training_of is not None:
         frames, ids, report = training_side(training_of, only_from=data, skip_bad=skip_bad)
         source = training_of
+        side = "training"
     else:
         frames, report = read_frames(data or default_dataset_path(), elements=model.elements, skip_bad=skip_bad)
         ids = heldout_split(frames)[1] if heldout_only else list(range(len(frames)))
         source = data or default_dataset_path()
+        side = "held-out" if heldout_only else "all"
     if not ids:
         raise ValueError(
-            f"{source}: no frames to evaluate (no held-out molecules flagged, no validation side, or no training "
-            "frame read from the given files?)"
+            f"{source}: no frames to evaluate on the {side} side (no held-out molecules flagged, or no validation or "
+            "training frames?)"
         )
     if molecules is not None:
         ids = sample_molecules(frames, ids, molecules, sample_seed)
@@ -76,7 +79,7 @@ def evaluate_model(
     sym_ids = ids[::step][:symmetry_structures]
     result = {
         "model": str(model_path),
-        "side": side or ("held-out" if heldout_only else "all"),
+        "side": side,
         "frames": len(ids),
         "skipped_frames": report.skipped_frames,
         "skipped_files": report.skipped_files,
@@ -95,12 +98,19 @@ def validation_side(config: str | os.PathLike, skip_bad: bool = False) -> tuple[
     """Frames and indices of a training run's whole validation side, split exactly as the trainer splits it (its
     ``val_data``, or its data's non-held-out molecules split by ``val_fraction`` and ``split_seed``); the trainer's
     per-epoch numbers use an evenly spread subset of it (``max_val_frames``)."""
+    cfg = _run_config(config, skip_bad)
+    frames, _, val_ids, reports = training_sides(cfg)
+    return frames, val_ids, reports[-1 if cfg.val_data else 0]  # the files the validation side came from
+
+
+def _run_config(config: str | os.PathLike, skip_bad: bool) -> TrainConfig:
+    """The training config ``config`` describes (a YAML/TOML file or a run's config.json), reading as ``skip_bad``
+    says; ConfigError when it names no training data."""
     cfg = TrainConfig.from_dict(read_config_file(config))
     if not cfg.data:
         raise ConfigError(f"{config}: the config names no training data")
     cfg.skip_bad = skip_bad
-    frames, _, val_ids, reports = training_sides(cfg)
-    return frames, val_ids, reports[-1 if cfg.val_data else 0]  # the files the validation side came from
+    return cfg
 
 
 def training_side(
@@ -111,27 +121,19 @@ def training_side(
     """Frames and indices of a training run's training side, split exactly as the trainer splits it (its ``data``
     and ``train_only_data`` files, held-out and validation molecules left out); with ``only_from`` (files among
     those), only the frames read from them."""
-    cfg = TrainConfig.from_dict(read_config_file(config))
-    if not cfg.data:
-        raise ConfigError(f"{config}: the config names no training data")
-    cfg.skip_bad = skip_bad
-    frames, train_ids, _, reports = training_sides(cfg)
+    frames, train_ids, _, reports = training_sides(_run_config(config, skip_bad))
     if only_from:
+        resolved = cache(lambda name: Path(name).resolve())  # one lookup per file, not per frame
+        file_of = {i: resolved(frames[i].source.rpartition(": frame ")[0]) for i in train_ids}
         wanted = [Path(p).resolve() for p in ([only_from] if isinstance(only_from, str | os.PathLike) else only_from)]
-        kept: list[int] = []
-        for w in wanted:
-            hits = [i for i in train_ids if _read_from(frames[i], w)]
+        kept: set[int] = set()
+        for w in wanted:  # the file itself, or files under that folder
+            hits = {i for i in train_ids if file_of[i] == w or w in file_of[i].parents}
             if not hits:
                 raise ValueError(f"{config}: no frame of the run's training side was read from {w}")
-            kept += hits
-        train_ids = sorted(set(kept))
+            kept |= hits
+        train_ids = sorted(kept)
     return frames, train_ids, reports[0]
-
-
-def _read_from(frame: Frame, path: Path) -> bool:
-    """Whether ``frame`` was read from the file ``path`` (resolved) or from a file under that folder."""
-    file = Path(frame.source.rpartition(": frame ")[0]).resolve()
-    return file == path or path in file.parents
 
 
 def sample_molecules(frames: Sequence[Frame], ids: Sequence[int], n: int, seed: int = 0) -> list[int]:
@@ -139,7 +141,7 @@ def sample_molecules(frames: Sequence[Frame], ids: Sequence[int], n: int, seed: 
     most ``n``); frames without a molecule id count as molecules of their own."""
     if n < 1:
         raise ValueError(f"--molecules must be at least 1, got {n}")
-    key = {i: frames[i].mol_id if frames[i].mol_id is not None else f"#frame{i}" for i in ids}
+    key = {i: molecule_key(frames[i], i) for i in ids}
     names = sorted(set(key.values()))
     if len(names) <= n:
         return list(ids)
