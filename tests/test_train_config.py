@@ -266,6 +266,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         ("v2-stage16.yaml", "transip-v2-stage16"),
         ("v2-stage17.yaml", "transip-v2-stage17"),
         ("v2-stage18.yaml", "transip-v2-stage18"),
+        ("v2-stage19.yaml", "transip-v2-stage19"),
     ],
     ids=[
         "stage3",
@@ -293,6 +294,7 @@ def test_device_is_checked_before_any_data_is_read(tmp_path):
         "v2-stage16",
         "v2-stage17",
         "v2-stage18",
+        "v2-stage19",
     ],  # fmt: skip
 )
 def test_fine_tuning_recipes_are_the_shipped_runs(recipe_file, checkpoint):
